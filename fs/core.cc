@@ -1,0 +1,1055 @@
+#include "fs/core.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fs/log.h"
+#include "stores/common/file_util.h"
+
+namespace modelfs::fs {
+
+std::string JoinPath(const Path& p) {
+  std::string out;
+  for (const auto& c : p) {
+    if (!out.empty()) out += '/';
+    out += c;
+  }
+  return out;
+}
+
+namespace {
+
+timespec Now() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+Path Child(const Path& parent, const std::string& name) {
+  Path p = parent;
+  p.push_back(name);
+  return p;
+}
+
+Path Rest(const Path& p) { return Path(p.begin() + 1, p.end()); }
+
+constexpr size_t kMaxNameLength = 255;
+constexpr char kXattrPrefix[] = "user.modelfs.";
+
+}  // namespace
+
+// Staged bytes of one file, shared by all write handles of an inode (or owned by a temporary file).
+struct Core::WriteState {
+  std::mutex mu;
+  std::unique_ptr<StagedFile> staged;  // (mu) null, or the staged bytes; consumed after a commit
+  bool dirty = false;                  // (mu) staged bytes differ from what the store has
+  bool durable = false;                // (mu) fsync was called: the commit must be durable
+  std::optional<timespec> mtime;       // (mu) set by utimens: used as the version's time
+  std::string folder_staging_dir;      // constant
+};
+
+// A file or directory that exists only in the core: temporary files, files not yet committed, and
+// provisional directories.
+struct Core::Pending {
+  bool is_dir = false;
+  std::shared_ptr<WriteState> ws;  // files only
+  mode_t mode = 0644;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec mtime{};
+};
+
+struct Core::Node {
+  Ino ino = 0;
+  Ino parent = 0;
+  std::string name;
+  Path path;  // from the root: {"models", "7", "layers", "0"}
+  NodeAttr attr;
+  uint64_t nlookup = 0;
+  bool attached = false;  // names_ maps (parent, name) to this node
+  bool pending = false;   // backed by pending_[JoinPath(path)]
+  std::shared_ptr<WriteState> ws;  // committed file opened for writing, or the pending file's
+  int open_writers = 0;
+};
+
+struct Core::Handle {
+  Ino ino = 0;
+  bool write = false;
+  std::shared_ptr<FileContent> content;  // read handles: the snapshot
+  std::shared_ptr<WriteState> ws;        // write handles and reads of pending files
+};
+
+struct Core::DirHandle {
+  std::vector<std::pair<std::string, NodeAttr>> entries;
+  Ino ino = 0;
+};
+
+Core::Core(std::vector<std::unique_ptr<Folder>> folders, CoreOptions options)
+    : options_(options), folders_(std::move(folders)) {
+  start_time_ = Now();
+  auto root = std::make_unique<Node>();
+  root->ino = kRootIno;
+  root->attr.type = NodeType::kDir;
+  root->attr.mtime = start_time_;
+  root->nlookup = 1;
+  nodes_[kRootIno] = std::move(root);
+}
+
+Core::~Core() = default;
+
+void Core::SetInvalidator(EntryInvalidator* inv) { invalidator_ = inv; }
+
+Core::Node* Core::FindNode(Ino ino) {
+  auto it = nodes_.find(ino);
+  return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+Ino Core::CurrentIno(Ino parent, const std::string& name) {
+  auto it = names_.find({parent, name});
+  return it == names_.end() ? 0 : it->second;
+}
+
+void Core::DetachName(Ino ino) {
+  Node* n = FindNode(ino);
+  if (n == nullptr || !n->attached) return;
+  names_.erase({n->parent, n->name});
+  n->attached = false;
+}
+
+Ino Core::AddNode(Ino parent, const std::string& name, Path path, const NodeAttr& attr) {
+  Ino old = CurrentIno(parent, name);
+  if (old != 0) DetachName(old);
+  auto n = std::make_unique<Node>();
+  n->ino = next_ino_++;
+  n->parent = parent;
+  n->name = name;
+  n->path = std::move(path);
+  n->attr = attr;
+  n->attached = true;
+  Ino ino = n->ino;
+  names_[{parent, name}] = ino;
+  nodes_[ino] = std::move(n);
+  return ino;
+}
+
+Core::Pending* Core::FindPending(const std::string& key) {
+  auto it = pending_.find(key);
+  return it == pending_.end() ? nullptr : it->second.get();
+}
+
+Result<Folder*> Core::FolderOf(const Path& path) {
+  if (path.empty()) return PermissionDenied("the root folder holds only the store folders");
+  for (auto& f : folders_) {
+    if (f->name() == path[0]) return f.get();
+  }
+  return NotFound(path[0] + ": no such folder");
+}
+
+Result<Path> Core::ChildPath(Ino parent, const std::string& name) {
+  if (name.size() > kMaxNameLength) return NameTooLong(name.substr(0, 32) + "...: name too long");
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+    return InvalidArgument("'" + name + "': not a valid name");
+  }
+  std::lock_guard lock(mu_);
+  Node* p = FindNode(parent);
+  if (p == nullptr) return NotFound("unknown inode");
+  if (p->attr.type != NodeType::kDir) return NotADirectory(JoinPath(p->path) + ": not a folder");
+  return Child(p->path, name);
+}
+
+Result<NodeAttr> Core::StatPath(const Path& path) {
+  if (path.empty()) {
+    NodeAttr a;
+    a.type = NodeType::kDir;
+    a.mtime = start_time_;
+    return a;
+  }
+  std::shared_ptr<WriteState> ws;
+  {
+    std::lock_guard lock(mu_);
+    if (Pending* p = FindPending(JoinPath(path))) {
+      NodeAttr a;
+      a.type = p->is_dir ? NodeType::kDir : NodeType::kFile;
+      a.mtime = p->mtime;
+      a.writable = true;
+      ws = p->ws;
+      if (!ws) return a;
+      std::lock_guard wl(ws->mu);
+      if (ws->staged) {
+        auto size = FileSize(ws->staged->fd());
+        if (size.ok()) a.size = *size;
+      }
+      if (ws->mtime) a.mtime = *ws->mtime;
+      return a;
+    }
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  return folder->Stat(Rest(path));
+}
+
+struct stat Core::MakeStat(Ino ino, const NodeAttr& attr) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_uid = options_.uid;
+  st.st_gid = options_.gid;
+  switch (attr.type) {
+    case NodeType::kDir:
+      st.st_mode = S_IFDIR | 0755;
+      st.st_nlink = 2;
+      break;
+    case NodeType::kFile:
+      st.st_mode = S_IFREG | (attr.writable && !options_.read_only ? 0644 : 0444);
+      st.st_nlink = 1;
+      break;
+    case NodeType::kSymlink:
+      st.st_mode = S_IFLNK | 0777;
+      st.st_nlink = 1;
+      break;
+  }
+  st.st_size = static_cast<off_t>(attr.size);
+  st.st_blksize = 128 * 1024;
+  st.st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
+  st.st_mtim = attr.mtime;
+  st.st_ctim = attr.mtime;
+  st.st_atim = attr.mtime;
+  return st;
+}
+
+EntryOut Core::MakeEntry(Ino ino, const NodeAttr& attr) {
+  EntryOut e;
+  e.attr = MakeStat(ino, attr);
+  Node* n = FindNode(ino);
+  if (n != nullptr && n->pending) {
+    if (Pending* p = FindPending(JoinPath(n->path))) {
+      if (!p->is_dir) e.attr.st_mode = S_IFREG | (p->mode & 07777);
+    }
+    e.entry_timeout = 0;
+    e.attr_timeout = 0;
+  } else if (attr.type == NodeType::kDir) {
+    e.entry_timeout = options_.entry_timeout;
+    e.attr_timeout = options_.dir_attr_timeout;
+  } else {
+    e.entry_timeout = options_.entry_timeout;
+    e.attr_timeout = options_.attr_timeout;
+  }
+  return e;
+}
+
+// Finds or makes the node for (parent, name) with these attributes; one more kernel reference.
+// A committed file whose version changed gets a new inode (see the class comment).
+static bool SameContent(const NodeAttr& a, const NodeAttr& b) {
+  return a.type == b.type && (a.type == NodeType::kDir || a.version == b.version);
+}
+
+Result<EntryOut> Core::Lookup(Ino parent, const std::string& name) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  ASSIGN_OR_RETURN(NodeAttr attr, StatPath(path));
+  std::lock_guard lock(mu_);
+  bool pending = FindPending(JoinPath(path)) != nullptr;
+  Ino ino = CurrentIno(parent, name);
+  Node* n = ino ? FindNode(ino) : nullptr;
+  if (n == nullptr || n->pending != pending || !SameContent(n->attr, attr)) {
+    ino = AddNode(parent, name, path, attr);
+    n = FindNode(ino);
+    n->pending = pending;
+    if (pending) n->ws = FindPending(JoinPath(path))->ws;
+  }
+  n->attr = attr;
+  n->nlookup++;
+  return MakeEntry(ino, attr);
+}
+
+void Core::Remember(Ino ino) {
+  std::lock_guard lock(mu_);
+  if (Node* n = FindNode(ino)) n->nlookup++;
+}
+
+void Core::Forget(Ino ino, uint64_t nlookup) {
+  std::lock_guard lock(mu_);
+  Node* n = FindNode(ino);
+  if (n == nullptr || ino == kRootIno) return;
+  n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
+  if (n->nlookup == 0 && n->open_writers == 0) {
+    DetachName(ino);
+    nodes_.erase(ino);
+  }
+}
+
+size_t Core::node_count() {
+  std::lock_guard lock(mu_);
+  return nodes_.size();
+}
+
+Result<AttrOut> Core::GetAttr(Ino ino) {
+  Path path;
+  NodeAttr cached;
+  bool refresh = false;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    path = n->path;
+    cached = n->attr;
+    // A committed file's attributes never change under its inode; directories and pending files do.
+    refresh = n->attached && (n->pending || n->attr.type == NodeType::kDir);
+  }
+  NodeAttr attr = cached;
+  if (refresh) {
+    auto fresh = StatPath(path);
+    if (fresh.ok()) attr = *fresh;
+  }
+  std::lock_guard lock(mu_);
+  Node* n = FindNode(ino);
+  if (n == nullptr) return NotFound("unknown inode");
+  n->attr = attr;
+  EntryOut e = MakeEntry(ino, attr);
+  return AttrOut{e.attr, e.attr_timeout};
+}
+
+Status Core::EnsureStaged(const Path& path, WriteState& ws, bool truncate) {
+  if (ws.staged && !ws.staged->consumed()) return Status::Ok();
+  ASSIGN_OR_RETURN(auto fresh, StagedFile::Create(ws.folder_staging_dir));
+  if (!truncate) {
+    // Copy-on-write: the staged file starts as the current bytes (dd conv=notrunc, rsync --inplace).
+    if (ws.staged) {  // consumed by the previous commit: its fd holds the committed bytes
+      ASSIGN_OR_RETURN(uint64_t size, FileSize(ws.staged->fd()));
+      RETURN_IF_ERROR(CopyRange(ws.staged->fd(), 0, fresh->fd(), 0, size));
+    } else {
+      ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+      ASSIGN_OR_RETURN(FileContent content, folder->Open(Rest(path)));
+      RETURN_IF_ERROR(CopyRange(content.fd.get(), 0, fresh->fd(), 0, content.size));
+    }
+  }
+  ws.staged = std::move(fresh);
+  return Status::Ok();
+}
+
+Status Core::CommitState(const Path& path, WriteState& ws, Vanished* vanished) {
+  if (!ws.staged || ws.staged->consumed()) {
+    ws.dirty = false;
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  CommitContext ctx;
+  ctx.mtime = ws.mtime;
+  ctx.durable = ws.durable;
+  Status st = folder->Commit(Rest(path), *ws.staged, ctx, vanished);
+  if (st.ok()) ws.dirty = false;
+  return st;
+}
+
+Result<Ino> Core::LookupPathIno(const Path& path) {
+  Ino ino = kRootIno;
+  for (const auto& c : path) {
+    ino = CurrentIno(ino, c);
+    if (ino == 0) return NotFound("not cached");
+  }
+  return ino;
+}
+
+void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanished) {
+  std::vector<std::pair<Ino, std::string>> todo;
+  {
+    std::lock_guard lock(mu_);
+    for (const Path& rel : vanished) {
+      Path full = folder_prefix;
+      full.insert(full.end(), rel.begin(), rel.end());
+      auto ino = LookupPathIno(full);
+      if (!ino.ok()) continue;
+      Node* n = FindNode(*ino);
+      todo.emplace_back(n->parent, n->name);
+      DetachName(*ino);
+    }
+  }
+  if (invalidator_ == nullptr) return;
+  for (auto& [parent, name] : todo) invalidator_->InvalidateEntry(parent, name, /*wait=*/false);
+}
+
+Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
+  Path path;
+  bool pending;
+  NodeType type;
+  std::shared_ptr<WriteState> ws;
+  std::shared_ptr<Handle> handle;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    path = n->path;
+    pending = n->pending;
+    type = n->attr.type;
+    ws = n->ws;
+    if (in.fh) {
+      auto it = handles_.find(*in.fh);
+      if (it != handles_.end()) handle = it->second;
+    }
+    if (pending) {
+      Pending* p = FindPending(JoinPath(path));
+      if (p != nullptr) {
+        if (in.mode) p->mode = *in.mode & 07777;
+        if (in.uid) p->uid = *in.uid;
+        if (in.gid) p->gid = *in.gid;
+        if (in.mtime) p->mtime = *in.mtime;
+      }
+    }
+  }
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  if (in.size) {
+    if (type == NodeType::kDir) return IsADirectory(JoinPath(path) + ": is a folder");
+    if (handle && handle->write) {
+      // ftruncate on an open file, or O_TRUNC (sent as a truncate after open). The kernel is told the
+      // committed size (below), so readers of this inode keep their snapshot until the commit.
+      std::lock_guard wl(handle->ws->mu);
+      RETURN_IF_ERROR(EnsureStaged(path, *handle->ws, *in.size == 0));
+      if (ftruncate(handle->ws->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
+        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
+      }
+      handle->ws->dirty = true;
+    } else if (pending && ws) {
+      std::lock_guard wl(ws->mu);
+      if (ftruncate(ws->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
+        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
+      }
+    } else {
+      // truncate(2) by path on a committed file: a whole write, committed at once.
+      ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+      RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+      WriteState tmp;
+      tmp.folder_staging_dir = folder->staging_dir();
+      RETURN_IF_ERROR(EnsureStaged(path, tmp, *in.size == 0));
+      if (ftruncate(tmp.staged->fd(), static_cast<off_t>(*in.size)) != 0) {
+        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
+      }
+      Vanished vanished{Rest(path)};
+      RETURN_IF_ERROR(CommitState(path, tmp, &vanished));
+      ASSIGN_OR_RETURN(NodeAttr fresh, StatPath(path));
+      InvalidateVanished({path[0]}, vanished);
+      std::lock_guard lock(mu_);
+      return AttrOut{MakeStat(ino, fresh), 0};
+    }
+  }
+  if (in.mtime && ws && pending) {
+    std::lock_guard wl(ws->mu);
+    ws->mtime = *in.mtime;
+  }
+  // Modes, owners and times of committed entries are the store's: changing them is accepted (so that
+  // rsync -a and cp -p work) and not kept. Staged files keep them until their commit.
+  return GetAttr(ino);
+}
+
+Result<std::string> Core::ReadLink(Ino ino) {
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    path = n->path;
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  return folder->ReadLink(Rest(path));
+}
+
+Result<EntryOut> Core::MakeDir(Ino parent, const std::string& name) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  if (IsTemporaryName(name)) return InvalidArgument(JoinPath(path) + ": folder names cannot start with '.'");
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (path.size() == 1) return AlreadyExists(path[0] + ": exists");
+  if (StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
+  ASSIGN_OR_RETURN(MkdirOutcome outcome, folder->MakeDir(Rest(path)));
+  if (outcome == MkdirOutcome::kProvisional) {
+    std::lock_guard lock(mu_);
+    auto p = std::make_unique<Pending>();
+    p->is_dir = true;
+    p->mtime = Now();
+    pending_[JoinPath(path)] = std::move(p);
+  }
+  return Lookup(parent, name);
+}
+
+Status Core::Unlink(Ino parent, const std::string& name) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(JoinPath(path));
+    if (it != pending_.end()) {
+      if (it->second->is_dir) return IsADirectory(JoinPath(path) + ": is a folder");
+      pending_.erase(it);
+      DetachName(CurrentIno(parent, name));
+      return Status::Ok();
+    }
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (path.size() == 1) return PermissionDenied(path[0] + ": store folders cannot be removed");
+  Vanished vanished;
+  RETURN_IF_ERROR(folder->Remove(Rest(path), &vanished));
+  {
+    std::lock_guard lock(mu_);
+    DetachName(CurrentIno(parent, name));
+  }
+  InvalidateVanished({path[0]}, vanished);
+  return Status::Ok();
+}
+
+Status Core::RemoveDir(Ino parent, const std::string& name) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  std::string key = JoinPath(path);
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(key);
+    if (it != pending_.end()) {
+      if (!it->second->is_dir) return NotADirectory(key + ": not a folder");
+      auto child = pending_.lower_bound(key + "/");
+      if (child != pending_.end() && child->first.compare(0, key.size() + 1, key + "/") == 0) {
+        return NotEmpty(key + ": folder not empty");
+      }
+      pending_.erase(it);
+      DetachName(CurrentIno(parent, name));
+      return Status::Ok();
+    }
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (path.size() == 1) return PermissionDenied(path[0] + ": store folders cannot be removed");
+  Vanished vanished;
+  RETURN_IF_ERROR(folder->RemoveDir(Rest(path), &vanished));
+  {
+    std::lock_guard lock(mu_);
+    DetachName(CurrentIno(parent, name));
+  }
+  InvalidateVanished({path[0]}, vanished);
+  return Status::Ok();
+}
+
+Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
+                    const std::string& new_name, unsigned flags) {
+  ASSIGN_OR_RETURN(Path from, ChildPath(parent, name));
+  ASSIGN_OR_RETURN(Path to, ChildPath(new_parent, new_name));
+  if (options_.read_only) return ReadOnly(JoinPath(from) + ": mounted read-only");
+  if (flags & RENAME_EXCHANGE) return NotSupported(JoinPath(from) + ": exchanging names is not supported");
+  if (from.size() < 2 || to.size() < 2) return PermissionDenied("store folders cannot be renamed");
+  if (from[0] != to[0]) return {StatusCode::kNotSupported, "cross-folder rename: " + JoinPath(from)};
+  const std::string from_key = JoinPath(from), to_key = JoinPath(to);
+  if (from_key == to_key) return Status::Ok();
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(from));
+  bool dst_exists = StatPath(to).ok();
+  if ((flags & RENAME_NOREPLACE) && dst_exists) return AlreadyExists(to_key + ": exists");
+
+  std::shared_ptr<WriteState> ws;
+  {
+    std::lock_guard lock(mu_);
+    Pending* p = FindPending(from_key);
+    if (p != nullptr) {
+      if (p->is_dir) return NotSupported(from_key + ": renaming folders is not supported");
+      ws = p->ws;
+      if (IsTemporaryName(new_name)) {
+        // One temporary name to another: nothing reaches the store.
+        pending_[to_key] = std::move(pending_[from_key]);
+        pending_.erase(from_key);
+        Ino ino = CurrentIno(parent, name);
+        DetachName(CurrentIno(new_parent, new_name));
+        if (Node* n = FindNode(ino)) {
+          DetachName(ino);
+          n->parent = new_parent;
+          n->name = new_name;
+          n->path = to;
+          n->attached = true;
+          names_[{new_parent, new_name}] = ino;
+        }
+        return Status::Ok();
+      }
+    }
+  }
+  if (!ws) {
+    Vanished vanished;
+    RETURN_IF_ERROR(folder->Rename(Rest(from), Rest(to), &vanished));
+    std::lock_guard lock(mu_);
+    DetachName(CurrentIno(parent, name));
+    DetachName(CurrentIno(new_parent, new_name));
+    return Status::Ok();
+  }
+  // A staged file renamed onto a real name: this is its commit (rsync's .name.XXXXXX -> name).
+  RETURN_IF_ERROR(folder->CheckWritable(Rest(to)));
+  Vanished vanished;
+  {
+    std::lock_guard wl(ws->mu);
+    RETURN_IF_ERROR(CommitState(to, *ws, &vanished));
+  }
+  ASSIGN_OR_RETURN(NodeAttr attr, StatPath(to));
+  {
+    std::lock_guard lock(mu_);
+    pending_.erase(from_key);
+    Ino ino = CurrentIno(parent, name);
+    DetachName(CurrentIno(new_parent, new_name));
+    if (Node* n = FindNode(ino)) {
+      // The kernel moved its dentry onto this inode; it now stands for the committed bytes, which are
+      // the bytes it was written with (its pages were never cached: writes are direct I/O).
+      DetachName(ino);
+      n->parent = new_parent;
+      n->name = new_name;
+      n->path = to;
+      n->pending = false;
+      n->attr = attr;
+      n->attached = true;
+      names_[{new_parent, new_name}] = ino;
+    }
+  }
+  InvalidateVanished({from[0]}, vanished);
+  return Status::Ok();
+}
+
+Result<uint64_t> Core::OpenDir(Ino ino) {
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->attr.type != NodeType::kDir) return NotADirectory(JoinPath(n->path) + ": not a folder");
+    path = n->path;
+  }
+  auto dh = std::make_shared<DirHandle>();
+  dh->ino = ino;
+  if (path.empty()) {
+    for (auto& f : folders_) {
+      auto a = f->Stat({});
+      if (a.ok()) dh->entries.emplace_back(std::string(f->name()), *a);
+    }
+  } else {
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    bool provisional;
+    {
+      std::lock_guard lock(mu_);
+      provisional = FindPending(JoinPath(path)) != nullptr;
+    }
+    if (!provisional) {
+      ASSIGN_OR_RETURN(auto listed, folder->List(Rest(path)));
+      for (auto& e : listed) dh->entries.emplace_back(std::move(e.name), e.attr);
+    }
+    // Pending entries directly below this folder.
+    std::vector<Path> pending_children;
+    {
+      std::lock_guard lock(mu_);
+      const std::string prefix = JoinPath(path) + "/";
+      for (auto it = pending_.lower_bound(prefix);
+           it != pending_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+        if (it->first.find('/', prefix.size()) == std::string::npos) {
+          pending_children.push_back(Child(path, it->first.substr(prefix.size())));
+        }
+      }
+    }
+    for (const Path& c : pending_children) {
+      auto a = StatPath(c);
+      if (!a.ok()) continue;
+      auto same = std::find_if(dh->entries.begin(), dh->entries.end(),
+                               [&](const auto& e) { return e.first == c.back(); });
+      if (same == dh->entries.end()) dh->entries.emplace_back(c.back(), *a);
+    }
+  }
+  std::lock_guard lock(mu_);
+  uint64_t id = next_fh_++;
+  dir_handles_[id] = std::move(dh);
+  return id;
+}
+
+Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh, uint64_t offset) {
+  std::lock_guard lock(mu_);
+  auto it = dir_handles_.find(dh);
+  if (it == dir_handles_.end()) return InvalidArgument("unknown directory handle");
+  DirHandle& d = *it->second;
+  Node* dir = FindNode(d.ino);
+  if (dir == nullptr) return NotFound("unknown inode");
+  std::vector<std::pair<std::string, EntryOut>> out;
+  // Entries get their inode here; the caller confirms each one it sends with Remember().
+  constexpr size_t kBatch = 512;
+  for (uint64_t i = offset; i < d.entries.size() && out.size() < kBatch; ++i) {
+    const auto& [name, attr] = d.entries[i];
+    Ino ino = CurrentIno(d.ino, name);
+    Node* n = ino ? FindNode(ino) : nullptr;
+    bool pending = FindPending(JoinPath(Child(dir->path, name))) != nullptr;
+    if (n == nullptr || n->pending != pending || !SameContent(n->attr, attr)) {
+      ino = AddNode(d.ino, name, Child(dir->path, name), attr);
+      n = FindNode(ino);
+      n->pending = pending;
+      if (pending) n->ws = FindPending(JoinPath(n->path))->ws;
+    }
+    n->attr = attr;
+    out.emplace_back(name, MakeEntry(ino, attr));
+  }
+  return out;
+}
+
+void Core::ReleaseDir(uint64_t dh) {
+  std::lock_guard lock(mu_);
+  dir_handles_.erase(dh);
+  // Nodes made for entries the kernel never took (nlookup 0) are dropped here.
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    Node* n = it->second.get();
+    if (n->nlookup == 0 && n->open_writers == 0 && n->ino != kRootIno) {
+      if (n->attached) names_.erase({n->parent, n->name});
+      it = nodes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+Result<OpenOut> Core::Open(Ino ino, int flags) {
+  Path path;
+  std::shared_ptr<WriteState> ws;
+  bool pending;
+  NodeAttr attr;
+  const bool write = (flags & O_ACCMODE) != O_RDONLY;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->attr.type == NodeType::kDir) return IsADirectory(JoinPath(n->path) + ": is a folder");
+    path = n->path;
+    pending = n->pending;
+    attr = n->attr;
+    ws = n->ws;
+  }
+  auto h = std::make_shared<Handle>();
+  h->ino = ino;
+  h->write = write;
+  OpenOut out;
+  if (write) {
+    if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    if (!pending) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (!n->ws) {
+      n->ws = std::make_shared<WriteState>();
+      n->ws->folder_staging_dir = folder->staging_dir();
+    }
+    n->open_writers++;
+    h->ws = n->ws;
+    out.direct_io = true;  // writes bypass the page cache that readers of this inode share
+  } else if (pending) {
+    h->ws = ws;
+    out.direct_io = true;
+  } else {
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    ASSIGN_OR_RETURN(NodeAttr now, folder->Stat(Rest(path)));
+    ASSIGN_OR_RETURN(FileContent content, folder->Open(Rest(path)));
+    h->content = std::make_shared<FileContent>(std::move(content));
+    if (SameContent(now, attr)) {
+      out.keep_cache = true;  // this inode's bytes never change
+    } else {
+      out.direct_io = true;  // changed since the kernel looked it up: do not fill its cache
+    }
+  }
+  if (write && (flags & O_TRUNC)) {
+    std::lock_guard wl(h->ws->mu);
+    RETURN_IF_ERROR(EnsureStaged(path, *h->ws, true));
+    if (ftruncate(h->ws->staged->fd(), 0) != 0) return ErrnoError("truncate", errno);
+    h->ws->dirty = true;
+  }
+  std::lock_guard lock(mu_);
+  out.fh = next_fh_++;
+  handles_[out.fh] = std::move(h);
+  return out;
+}
+
+Result<std::pair<EntryOut, OpenOut>> Core::Create(Ino parent, const std::string& name, mode_t mode,
+                                                  int flags) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": files cannot be created here");
+  if (StatPath(path).ok()) {
+    if (flags & O_EXCL) return AlreadyExists(JoinPath(path) + ": exists");
+    ASSIGN_OR_RETURN(EntryOut e, Lookup(parent, name));
+    ASSIGN_OR_RETURN(OpenOut o, Open(e.attr.st_ino, flags | O_TRUNC));
+    return std::make_pair(e, o);
+  }
+  if (!IsTemporaryName(name)) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+  auto p = std::make_unique<Pending>();
+  p->ws = std::make_shared<WriteState>();
+  p->ws->folder_staging_dir = folder->staging_dir();
+  ASSIGN_OR_RETURN(p->ws->staged, StagedFile::Create(folder->staging_dir()));
+  p->ws->dirty = true;  // a created file is a change even when nothing is written into it
+  p->mode = mode & 07777;
+  p->uid = options_.uid;
+  p->gid = options_.gid;
+  p->mtime = Now();
+  {
+    std::lock_guard lock(mu_);
+    pending_[JoinPath(path)] = std::move(p);
+  }
+  ASSIGN_OR_RETURN(EntryOut e, Lookup(parent, name));
+  ASSIGN_OR_RETURN(OpenOut o, Open(e.attr.st_ino, flags & ~O_TRUNC));
+  return std::make_pair(e, o);
+}
+
+Result<ReadOut> Core::Read(uint64_t fh, off_t offset, size_t size) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+  }
+  ReadOut out;
+  if (h->content) {
+    uint64_t end = h->content->size;
+    if (static_cast<uint64_t>(offset) >= end) return out;
+    out.fd = h->content->fd.get();
+    out.offset = offset;
+    out.length = static_cast<size_t>(std::min<uint64_t>(size, end - offset));
+    out.keep_alive = h->content;
+    return out;
+  }
+  // Reading a staged file (O_RDWR, or a temporary file): copy out under its lock, since a later
+  // write may replace the staged file.
+  std::lock_guard wl(h->ws->mu);
+  int fd = -1;
+  std::optional<FileContent> committed;
+  if (h->ws->staged) {
+    fd = h->ws->staged->fd();
+  } else {
+    Path path;
+    {
+      std::lock_guard lock(mu_);
+      Node* n = FindNode(h->ino);
+      if (n == nullptr) return NotFound("unknown inode");
+      path = n->path;
+    }
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    ASSIGN_OR_RETURN(FileContent c, folder->Open(Rest(path)));
+    committed = std::move(c);
+    fd = committed->fd.get();
+  }
+  auto buf = std::make_shared<std::string>(size, '\0');
+  ASSIGN_OR_RETURN(size_t n, PreadFull(fd, buf->data(), size, offset));
+  buf->resize(n);
+  out.data = buf;
+  out.length = n;
+  return out;
+}
+
+Result<size_t> Core::Write(uint64_t fh, off_t offset, const char* data, size_t size) {
+  return WriteWith(fh, offset, [&](int fd, off_t off) -> Result<size_t> {
+    RETURN_IF_ERROR(PwriteFull(fd, data, size, off));
+    return size;
+  });
+}
+
+Result<size_t> Core::WriteWith(uint64_t fh, off_t offset, const PutFn& put) {
+  std::shared_ptr<Handle> h;
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+    Node* n = FindNode(h->ino);
+    if (n != nullptr) path = n->path;
+  }
+  if (!h->write) return InvalidArgument("file not open for writing");
+  std::lock_guard wl(h->ws->mu);
+  RETURN_IF_ERROR(EnsureStaged(path, *h->ws, false));
+  ASSIGN_OR_RETURN(size_t written, put(h->ws->staged->fd(), offset));
+  h->ws->dirty = true;
+  return written;
+}
+
+Status Core::Flush(uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  Path path;
+  Ino parent = 0;
+  std::string name;
+  bool pending = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+    if (!h->write) return Status::Ok();
+    Node* n = FindNode(h->ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    path = n->path;
+    parent = n->parent;
+    name = n->name;
+    pending = n->pending;
+  }
+  if (pending && IsTemporaryName(name)) return Status::Ok();  // commits when renamed
+  Vanished vanished;
+  Status st;
+  bool changed = false;
+  {
+    std::lock_guard wl(h->ws->mu);
+    if (!h->ws->dirty) return Status::Ok();
+    const bool had_staged = h->ws->staged && !h->ws->staged->consumed();
+    st = CommitState(path, *h->ws, &vanished);
+    if (!st.ok()) {
+      // Rejected: the store is as before, and so are later reads; the staged bytes are dropped.
+      h->ws->staged.reset();
+      h->ws->dirty = false;
+    }
+    changed = st.ok() && had_staged;
+  }
+  if (!st.ok()) {
+    if (pending) {
+      std::lock_guard lock(mu_);
+      pending_.erase(JoinPath(path));
+      DetachName(CurrentIno(parent, name));
+    }
+    if (pending && invalidator_) invalidator_->InvalidateEntry(parent, name, false);
+    return st;
+  }
+  if (!changed) return Status::Ok();
+  auto attr = StatPath(path);
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(h->ino);
+    if (pending) {
+      // A new file: its inode becomes the committed file (its pages were never cached).
+      pending_.erase(JoinPath(path));
+      if (n != nullptr) {
+        n->pending = false;
+        if (attr.ok()) n->attr = *attr;
+      }
+      return Status::Ok();
+    }
+    // A committed file got new bytes: the name moves to a new inode at the next lookup; readers of the
+    // old inode keep their snapshot and its cached pages.
+    if (n != nullptr && attr.ok() && !SameContent(n->attr, *attr)) DetachName(h->ino);
+  }
+  // Flush is not among the requests that hold the parent's lock, so waiting here is safe, and it
+  // means the next open after close() sees the new bytes.
+  if (invalidator_) invalidator_->InvalidateEntry(parent, name, /*wait=*/true);
+  InvalidateVanished({path[0]}, vanished);
+  return Status::Ok();
+}
+
+void Core::Release(uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    h = it->second;
+    handles_.erase(it);
+  }
+  if (!h->write) return;
+  bool dirty;
+  {
+    std::lock_guard wl(h->ws->mu);
+    dirty = h->ws->dirty;
+  }
+  // Writes that reached no flush (e.g. through a shared mapping) commit now; errors can only be logged.
+  if (dirty) {
+    Status st = Flush(fh);
+    if (!st.ok()) LogError("release: " + st.ToString());
+  }
+  std::lock_guard lock(mu_);
+  Node* n = FindNode(h->ino);
+  if (n == nullptr) return;
+  if (--n->open_writers == 0 && !n->pending) n->ws.reset();
+  if (n->nlookup == 0 && n->open_writers == 0) {
+    DetachName(n->ino);
+    nodes_.erase(n->ino);
+  }
+}
+
+Status Core::Fsync(uint64_t fh, bool datasync) {
+  std::shared_ptr<Handle> h;
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+    Node* n = FindNode(h->ino);
+    if (n != nullptr) path = n->path;
+  }
+  if (h->ws) {
+    std::lock_guard wl(h->ws->mu);
+    if (h->ws->staged && !h->ws->staged->consumed()) {
+      int rc = datasync ? fdatasync(h->ws->staged->fd()) : fsync(h->ws->staged->fd());
+      if (rc != 0) return ErrnoError("fsync of staged file", errno);
+      h->ws->durable = true;  // the commit at close will be durable too
+      return Status::Ok();
+    }
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  return folder->Sync();
+}
+
+Result<std::string> Core::GetXattr(Ino ino, const std::string& name) {
+  if (name.rfind(kXattrPrefix, 0) != 0) return NotFound("no such attribute");
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->pending || n->path.size() < 2) return NotFound("no such attribute");
+    path = n->path;
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  ASSIGN_OR_RETURN(auto attrs, folder->Xattrs(Rest(path)));
+  for (auto& [k, v] : attrs) {
+    if (k == name) return v;
+  }
+  return NotFound("no such attribute");
+}
+
+Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->pending || n->path.size() < 2) return std::vector<std::string>{};
+    path = n->path;
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  ASSIGN_OR_RETURN(auto attrs, folder->Xattrs(Rest(path)));
+  std::vector<std::string> names;
+  for (auto& kv : attrs) names.push_back(kv.first);
+  return names;
+}
+
+Status Core::SetXattr(Ino ino, const std::string& name) {
+  if (options_.read_only) return ReadOnly("mounted read-only");
+  if (name.rfind(kXattrPrefix, 0) != 0) {
+    return NotSupported("extended attribute " + name + ": only user.modelfs.* exist here");
+  }
+  std::lock_guard lock(mu_);
+  if (FindNode(ino) == nullptr) return NotFound("unknown inode");
+  return Status::Ok();
+}
+
+Status Core::RemoveXattr(Ino ino, const std::string& name) {
+  (void)ino;
+  if (options_.read_only) return ReadOnly("mounted read-only");
+  return NotSupported("extended attribute " + name + ": derived from the store, cannot be removed");
+}
+
+Status Core::StatFs(struct statvfs* out) {
+  if (folders_.empty()) return NotFound("no folders");
+  if (statvfs(folders_[0]->staging_dir().c_str(), out) != 0) return ErrnoError("statvfs", errno);
+  out->f_namemax = kMaxNameLength;
+  return Status::Ok();
+}
+
+Status Core::SyncAll() {
+  Status first;
+  for (auto& f : folders_) {
+    Status st = f->Sync();
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+}  // namespace modelfs::fs

@@ -1,0 +1,115 @@
+// Folder: the small interface between the fs core and one top-level folder (models, embeddings, ...).
+//
+// A folder maps paths below its root to its store's API. Paths are component vectors relative to the
+// folder root ({} is the root itself, {"7","layers","0"} is models/7/layers/0). The core owns inodes,
+// handles, staging and the kernel; a folder only answers "what is at this path" and "store these staged
+// bytes at this path". Adding a top-level folder means writing one Folder, nothing else.
+//
+// Names starting with '.' are never passed to a folder: the core keeps them as temporary files (rsync's
+// .name.XXXXXX) until they are renamed onto a real name or removed.
+//
+// Thread-safety: every method may be called concurrently from the FUSE worker threads.
+#pragma once
+
+#include <sys/types.h>
+#include <time.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "stores/common/scoped_fd.h"
+#include "stores/common/staged_file.h"
+#include "stores/common/status.h"
+
+namespace modelfs::fs {
+
+using Path = std::vector<std::string>;
+std::string JoinPath(const Path& p);  // "a/b/c"
+
+enum class NodeType : uint8_t { kDir, kFile, kSymlink };
+
+struct NodeAttr {
+  NodeType type = NodeType::kFile;
+  uint64_t size = 0;
+  timespec mtime{};
+  bool writable = false;  // a file that may be opened for writing (adds content at close)
+  // Changes exactly when the bytes a read returns change. The core gives each (path, version) its own
+  // inode, so the kernel may cache a file's pages for as long as the inode lives.
+  uint64_t version = 0;
+  // A directory that has only a provisional existence (see MkdirOutcome::kProvisional) is a core
+  // concept; folders leave this false.
+};
+
+struct DirEntry {
+  std::string name;
+  NodeAttr attr;
+};
+
+// What a file reads as, for one open: a consistent snapshot. The fd's bytes [0, size) are the content,
+// so reads are pread or splice from it and need no lock.
+struct FileContent {
+  ScopedFd fd;
+  uint64_t size = 0;
+};
+
+// Facts the core knows about a staged file at commit time.
+struct CommitContext {
+  std::optional<timespec> mtime;  // set with utimens on the staged file (rsync sets it before rename)
+  bool durable = false;           // fsync was called on the staged file
+};
+
+enum class MkdirOutcome : uint8_t {
+  kCreated,      // the folder created something real (mkdir models/7 creates model 7)
+  kProvisional,  // allowed, but nothing exists in the store until a file is committed below it
+                 // (mkdir models/7/history/3 before restoring versions of layer 3); the core keeps it
+};
+
+// Paths whose cached kernel entries may be stale after a change (things that vanished as a side effect).
+using Vanished = std::vector<Path>;
+
+class Folder {
+ public:
+  virtual ~Folder() = default;
+  virtual std::string_view name() const = 0;
+  // Where the core creates staged files: same filesystem as the store, so commits are renames.
+  virtual const std::string& staging_dir() const = 0;
+
+  // NotFound when nothing is at p.
+  virtual Result<NodeAttr> Stat(const Path& p) = 0;
+  // NotFound / NotADirectory.
+  virtual Result<std::vector<DirEntry>> List(const Path& dir) = 0;
+  // A snapshot of the file at p. NotFound / IsADirectory.
+  virtual Result<FileContent> Open(const Path& p) = 0;
+  // Whether a file may be created or written at p (before any byte is staged): OK, or the reason not
+  // (InvalidArgument for a bad name, NotFound for a missing parent object, ReadOnly for a read-only file).
+  virtual Status CheckWritable(const Path& p) = 0;
+  // Validates the staged bytes and stores them at p. On error the store is unchanged and `staged` is
+  // left as it was. On success `staged` may have been consumed (it became the stored file).
+  virtual Status Commit(const Path& p, StagedFile& staged, const CommitContext& ctx,
+                        Vanished* vanished) = 0;
+  virtual Status Remove(const Path& p, Vanished* vanished) = 0;
+  virtual Result<MkdirOutcome> MakeDir(const Path& p) = 0;
+  virtual Status RemoveDir(const Path& p, Vanished* vanished) = 0;
+  // Renames a committed entry. Most folders have no meaning for it.
+  virtual Status Rename(const Path& from, const Path& to, Vanished* vanished) {
+    (void)to, (void)vanished;
+    return NotSupported(JoinPath(from) + ": renaming stored entries is not supported here");
+  }
+  virtual Result<std::string> ReadLink(const Path& p) {
+    return InvalidArgument(JoinPath(p) + ": not a symbolic link");
+  }
+  // Extended attributes of p (name, value), e.g. user.modelfs.create_time.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) {
+    (void)p;
+    return std::vector<std::pair<std::string, std::string>>{};
+  }
+  // Makes everything committed so far survive a machine crash.
+  virtual Status Sync() = 0;
+};
+
+}  // namespace modelfs::fs

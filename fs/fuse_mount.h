@@ -1,0 +1,24 @@
+// Serving a Core on a mount point through libfuse's low-level API.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "fs/core.h"
+
+namespace modelfs::fs {
+
+struct MountOptions {
+  std::string mountpoint;
+  std::vector<std::string> fuse_options;  // passed as -o to libfuse (ro, allow_other, fsname=...)
+  int max_threads = 16;
+};
+
+// Mounts, calls ready(OK) once the mount is usable (or ready(error) and returns it), then serves
+// requests on a multithreaded loop until unmounted or SIGINT/SIGTERM/SIGHUP. Returns after the mount
+// is gone and core.SyncAll() made every acknowledged write durable.
+Status ServeMount(Core& core, const MountOptions& options,
+                  const std::function<void(const Status&)>& ready);
+
+}  // namespace modelfs::fs

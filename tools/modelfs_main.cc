@@ -1,0 +1,340 @@
+// modelfs: the command line. `mount` serves the tree; the other subcommands call the same stores
+// directly, without a mount.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "fs/core.h"
+#include "fs/fuse_mount.h"
+#include "fs/log.h"
+#include "fs/models_folder.h"
+#include "stores/common/file_util.h"
+#include "stores/models/models_store.h"
+
+namespace modelfs {
+namespace {
+
+std::string DefaultDataDir() {
+  if (const char* d = getenv("MODELFS_DATA"); d && *d) return d;
+  if (const char* x = getenv("XDG_DATA_HOME"); x && *x) return std::string(x) + "/modelfs";
+  const char* home = getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.local/share/modelfs";
+}
+
+std::string AbsolutePath(const std::string& p) {
+  char buf[PATH_MAX];
+  if (realpath(p.c_str(), buf) != nullptr) return buf;
+  return p;
+}
+
+int Fail(const std::string& msg) {
+  std::cerr << "modelfs: " << msg << "\n";
+  return 1;
+}
+
+// Exclusive use of a data directory by one process (daemon or direct store access).
+Result<ScopedFd> LockDataDir(const std::string& data) {
+  ASSIGN_OR_RETURN(ScopedFd fd, OpenFile(data + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::string pid;
+    auto r = ReadFileToString(data + "/daemon.pid");
+    if (r.ok()) pid = " (daemon pid " + *r + ")";
+    return PermissionDenied(data + ": in use by another modelfs process" + pid +
+                            "; unmount it first (modelfs umount MOUNTPOINT)");
+  }
+  return fd;
+}
+
+struct Stores {
+  ScopedFd lock;
+  std::unique_ptr<models::ModelStore> models;
+};
+
+Result<Stores> OpenStores(const std::string& data) {
+  RETURN_IF_ERROR(MakeDirs(data));
+  Stores s;
+  ASSIGN_OR_RETURN(s.lock, LockDataDir(data));
+  ASSIGN_OR_RETURN(s.models, models::ModelStore::Open(data + "/models"));
+  return s;
+}
+
+// ---- mount ----
+
+struct MountArgs {
+  std::string data;
+  std::string mountpoint;
+  bool foreground = false;
+  std::vector<std::string> options;
+};
+
+int RunMount(MountArgs a) {
+  if (a.data.empty()) a.data = DefaultDataDir();
+  Status st = MakeDirs(a.data);
+  if (!st.ok()) return Fail(st.message());
+  a.data = AbsolutePath(a.data);
+  a.mountpoint = AbsolutePath(a.mountpoint);
+  if (a.data.find_first_of(", \t\n") != std::string::npos) {
+    return Fail(a.data + ": data directory path must not contain commas or spaces");
+  }
+  struct stat mst;
+  if (stat(a.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
+    return Fail(a.mountpoint + ": mount point must be an existing folder");
+  }
+  fs::MountOptions mo;
+  mo.mountpoint = a.mountpoint;
+  bool read_only = false;
+  for (const auto& group : a.options) {
+    std::stringstream ss(group);
+    std::string o;
+    while (std::getline(ss, o, ',')) {
+      if (o.empty()) continue;
+      if (o == "ro") read_only = true;
+      mo.fuse_options.push_back(o);
+      if (o == "allow_other") mo.fuse_options.push_back("default_permissions");
+    }
+  }
+  mo.fuse_options.push_back("fsname=modelfs:" + a.data);
+  mo.fuse_options.push_back("subtype=modelfs");
+
+  int ready_pipe[2] = {-1, -1};
+  if (!a.foreground) {
+    if (pipe2(ready_pipe, O_CLOEXEC) != 0) return Fail(std::string("pipe: ") + strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) return Fail(std::string("fork: ") + strerror(errno));
+    if (pid > 0) {
+      // Parent: wait until the daemon says the mount is ready (or why it is not).
+      close(ready_pipe[1]);
+      std::string msg;
+      char buf[512];
+      ssize_t n;
+      while ((n = read(ready_pipe[0], buf, sizeof buf)) > 0) msg.append(buf, n);
+      close(ready_pipe[0]);
+      if (msg == "OK") return 0;
+      if (msg.empty()) msg = "daemon exited before the mount was ready (see " + a.data + "/modelfs.log)";
+      return Fail(msg);
+    }
+    close(ready_pipe[0]);
+    setsid();
+  }
+  fs::SetLogFile(a.data + "/modelfs.log", a.foreground);
+  auto report = [&](const Status& s) {
+    std::string msg = s.ok() ? "OK" : s.message();
+    if (!s.ok()) fs::LogError("mount: " + msg);
+    if (a.foreground) {
+      if (s.ok()) fs::LogInfo("mounted " + a.mountpoint + " (data " + a.data + ")");
+      return;
+    }
+    if (s.ok()) {
+      // Detach from the terminal; logs go to the data directory from now on.
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 0), dup2(null, 1), dup2(null, 2);
+      if (null > 2) close(null);
+    }
+    ssize_t w = write(ready_pipe[1], msg.data(), msg.size());
+    (void)w;  // the parent reads until EOF; a lost message shows as "exited before ready"
+    close(ready_pipe[1]);
+  };
+  auto stores = OpenStores(a.data);
+  if (!stores.ok()) {
+    report(stores.status());
+    return 1;
+  }
+  Status pid_st = WriteStringToFile(a.data + "/daemon.pid", std::to_string(getpid()));
+  if (!pid_st.ok()) fs::LogError("daemon.pid: " + pid_st.message());
+  std::vector<std::unique_ptr<fs::Folder>> folders;
+  folders.push_back(std::make_unique<fs::ModelsFolder>(std::move(stores->models)));
+  fs::CoreOptions co;
+  co.uid = getuid();
+  co.gid = getgid();
+  co.read_only = read_only;
+  fs::Core core(std::move(folders), co);
+  Status served = fs::ServeMount(core, mo, report);
+  unlink((a.data + "/daemon.pid").c_str());
+  if (!served.ok()) {
+    fs::LogError("serve: " + served.message());
+    return 1;
+  }
+  fs::LogInfo("unmounted " + a.mountpoint);
+  return 0;
+}
+
+// The data directory and daemon pid of a modelfs mount, from /proc/mounts.
+Result<std::string> MountedDataDir(const std::string& mountpoint) {
+  std::ifstream in("/proc/mounts");
+  std::string src, dst, type, rest;
+  while (in >> src >> dst >> type && std::getline(in, rest)) {
+    if (dst == mountpoint && src.rfind("modelfs:", 0) == 0) return src.substr(8);
+  }
+  return NotFound(mountpoint + ": not a modelfs mount");
+}
+
+int RunUmount(const std::string& mp_arg) {
+  std::string mountpoint = AbsolutePath(mp_arg);
+  auto data = MountedDataDir(mountpoint);
+  if (!data.ok()) return Fail(data.status().message());
+  pid_t pid = 0;
+  if (auto p = ReadFileToString(*data + "/daemon.pid"); p.ok()) pid = atoi(p->c_str());
+  pid_t child = fork();
+  if (child == 0) {
+    execlp("fusermount3", "fusermount3", "-u", mountpoint.c_str(), nullptr);
+    _exit(127);
+  }
+  int wst = 0;
+  waitpid(child, &wst, 0);
+  if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) return Fail(mountpoint + ": fusermount3 -u failed");
+  // Unmounted; wait for the daemon to finish syncing so that everything acknowledged is durable.
+  if (pid > 0) {
+    for (int i = 0; i < 6000 && kill(pid, 0) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (kill(pid, 0) == 0) return Fail("daemon " + std::to_string(pid) + " still running after 60 s");
+  }
+  return 0;
+}
+
+// ---- demo ----
+
+std::string Floats(size_t n, float scale, float phase) {
+  std::string out(n * sizeof(float), '\0');
+  for (size_t i = 0; i < n; ++i) {
+    float v = scale * std::sin(phase + static_cast<float>(i) * 0.1f);
+    std::memcpy(out.data() + i * sizeof(float), &v, sizeof v);
+  }
+  return out;
+}
+
+int RunDemo(std::string data) {
+  if (data.empty()) data = DefaultDataDir();
+  auto stores = OpenStores(data);
+  if (!stores.ok()) return Fail(stores.status().message());
+  auto& m = *stores->models;
+  // A small MLP (784 -> 64 -> 10, float32) and a second model; layer 0 of the first gets a second
+  // version so that history/ shows something.
+  auto id1 = m.SaveModel(R"({"name": "mnist-mlp", "dtype": "float32", "layers": [[64, 784], [64], [10, 64], [10]]})",
+                         {Floats(64 * 784, 0.05f, 0), Floats(64, 0.01f, 1), Floats(10 * 64, 0.1f, 2),
+                          Floats(10, 0.01f, 3)});
+  if (!id1.ok()) return Fail(id1.status().message());
+  Status st = m.UpdateModel(*id1, 0, Floats(64 * 784, 0.05f, 0.5f));
+  if (!st.ok()) return Fail(st.message());
+  auto id2 = m.SaveModel(R"({"name": "tiny-linear", "dtype": "float32", "layers": [[4, 4]]})",
+                         {Floats(16, 1.0f, 0)});
+  if (!id2.ok()) return Fail(id2.status().message());
+  std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2 << "\n";
+  return 0;
+}
+
+// ---- models (direct store access) ----
+
+int RunModels(const std::string& data_arg, const std::string& action, int64_t id, int64_t layer,
+              const std::string& file) {
+  std::string data = data_arg.empty() ? DefaultDataDir() : data_arg;
+  auto stores = OpenStores(data);
+  if (!stores.ok()) return Fail(stores.status().message());
+  auto& m = *stores->models;
+  if (action == "list") {
+    auto all = m.ListModels();
+    if (!all.ok()) return Fail(all.status().message());
+    for (auto& info : *all) {
+      auto layers = m.ListLayers(info.model_id);
+      std::cout << info.model_id << "\tmeta " << info.meta_size << " B\tlayers "
+                << (layers.ok() ? layers->size() : 0) << "\n";
+    }
+    return 0;
+  }
+  if (action == "versions") {
+    auto vs = m.ListVersions(id, layer);
+    if (!vs.ok()) return Fail(vs.status().message());
+    for (auto& v : *vs) std::cout << models::FormatHistoryTime(v.create_time_us) << "\t" << v.size << "\n";
+    return 0;
+  }
+  if (action == "put") {
+    auto bytes = ReadFileToString(file);
+    if (!bytes.ok()) return Fail(bytes.status().message());
+    Status st = m.UpdateModel(id, layer, *bytes);
+    return st.ok() ? 0 : Fail(st.message());
+  }
+  if (action == "get") {
+    auto v = m.NewestVersion(id, layer);
+    if (!v.ok()) return Fail(v.status().message());
+    auto fd = m.OpenVersion(*v);
+    if (!fd.ok()) return Fail(fd.status().message());
+    auto out = OpenFile(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (!out.ok()) return Fail(out.status().message());
+    Status st = CopyRange(fd->get(), 0, out->get(), 0, v->size);
+    return st.ok() ? 0 : Fail(st.message());
+  }
+  if (action == "delete") {
+    Status st = m.DeleteModel(id);
+    return st.ok() ? 0 : Fail(st.message());
+  }
+  return Fail("unknown models action " + action);
+}
+
+}  // namespace
+}  // namespace modelfs
+
+int main(int argc, char** argv) {
+  using namespace modelfs;
+  CLI::App app{"modelfs: ML artefacts (models, embeddings, time series, weights, neurons) as files"};
+  app.require_subcommand(1);
+
+  MountArgs ma;
+  auto* mount = app.add_subcommand("mount", "Mount the tree; returns once the mount is ready");
+  mount->add_option("--data", ma.data, "Data directory (default $MODELFS_DATA, else $XDG_DATA_HOME/modelfs)");
+  mount->add_option("mountpoint", ma.mountpoint, "Existing empty folder")->required();
+  mount->add_flag("-f,--foreground", ma.foreground, "Stay in the foreground, log to stderr");
+  mount->add_option("-o", ma.options, "Mount options: ro, allow_other, and libfuse's (comma-separated)");
+
+  std::string umount_point;
+  auto* umount = app.add_subcommand("umount", "Unmount cleanly; returns once all is durable");
+  umount->add_option("mountpoint", umount_point)->required();
+
+  std::string demo_data;
+  auto* demo = app.add_subcommand("demo", "Fill a store with small sample data");
+  demo->add_option("--data", demo_data, "Data directory");
+
+  std::string models_data, models_file;
+  int64_t models_id = 0, models_layer = 0;
+  auto* models = app.add_subcommand("models", "Models store without a mount");
+  models->require_subcommand(1);
+  models->add_option("--data", models_data, "Data directory");
+  models->add_subcommand("list", "List models");
+  auto* mv = models->add_subcommand("versions", "List the versions of a layer");
+  mv->add_option("id", models_id)->required();
+  mv->add_option("layer", models_layer)->required();
+  auto* mp = models->add_subcommand("put", "Add FILE as a new version of a layer");
+  mp->add_option("id", models_id)->required();
+  mp->add_option("layer", models_layer)->required();
+  mp->add_option("file", models_file)->required();
+  auto* mg = models->add_subcommand("get", "Write the newest version of a layer to FILE");
+  mg->add_option("id", models_id)->required();
+  mg->add_option("layer", models_layer)->required();
+  mg->add_option("file", models_file)->required();
+  auto* md = models->add_subcommand("delete", "Delete a model and all its versions (atomically)");
+  md->add_option("id", models_id)->required();
+
+  CLI11_PARSE(app, argc, argv);
+  if (mount->parsed()) return RunMount(ma);
+  if (umount->parsed()) return RunUmount(umount_point);
+  if (demo->parsed()) return RunDemo(demo_data);
+  if (models->parsed()) {
+    for (auto* sub : models->get_subcommands()) {
+      return RunModels(models_data, sub->get_name(), models_id, models_layer, models_file);
+    }
+  }
+  return 1;
+}
