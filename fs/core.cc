@@ -81,6 +81,7 @@ struct Core::Node {
 struct Core::Handle {
   Ino ino = 0;
   bool write = false;
+  std::atomic<uint64_t> writes{0};  // write calls through this handle
   std::shared_ptr<FileContent> content;  // read handles: the snapshot
   std::shared_ptr<WriteState> ws;        // write handles and reads of pending files
 };
@@ -171,9 +172,16 @@ Result<NodeAttr> Core::StatPath(const Path& path) {
     return a;
   }
   std::shared_ptr<WriteState> ws;
+  std::optional<Pending> provisional;
   {
     std::lock_guard lock(mu_);
-    if (Pending* p = FindPending(JoinPath(path))) {
+    Pending* p = FindPending(JoinPath(path));
+    if (p == nullptr && IsTemporaryName(path.back())) return NotFound(JoinPath(path) + ": no such file");
+    if (p != nullptr && p->is_dir) {
+      provisional = *p;
+      p = nullptr;
+    }
+    if (p != nullptr) {
       NodeAttr a;
       a.type = p->is_dir ? NodeType::kDir : NodeType::kFile;
       a.mtime = p->mtime;
@@ -190,7 +198,18 @@ Result<NodeAttr> Core::StatPath(const Path& path) {
     }
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  return folder->Stat(Rest(path));
+  auto attr = folder->Stat(Rest(path));
+  if (!provisional) return attr;
+  if (attr.ok()) {
+    // A provisional folder that now exists in the store (its first file was committed).
+    std::lock_guard lock(mu_);
+    pending_.erase(JoinPath(path));
+    return attr;
+  }
+  NodeAttr a;
+  a.type = NodeType::kDir;
+  a.mtime = provisional->mtime;
+  return a;
 }
 
 struct stat Core::MakeStat(Ino ino, const NodeAttr& attr) {
@@ -249,7 +268,13 @@ static bool SameContent(const NodeAttr& a, const NodeAttr& b) {
 
 Result<EntryOut> Core::Lookup(Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
-  ASSIGN_OR_RETURN(NodeAttr attr, StatPath(path));
+  auto found = StatPath(path);
+  if (!found.ok()) {
+    // A name that cannot exist does not exist: creating it then says precisely why it is refused.
+    if (found.status().code() == StatusCode::kInvalidArgument) return NotFound(found.status().message());
+    return found.status();
+  }
+  NodeAttr attr = *found;
   std::lock_guard lock(mu_);
   bool pending = FindPending(JoinPath(path)) != nullptr;
   Ino ino = CurrentIno(parent, name);
@@ -377,6 +402,7 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
   NodeType type;
   std::shared_ptr<WriteState> ws;
   std::shared_ptr<Handle> handle;
+  int open_writers = 0;
   {
     std::lock_guard lock(mu_);
     Node* n = FindNode(ino);
@@ -385,6 +411,7 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
     pending = n->pending;
     type = n->attr.type;
     ws = n->ws;
+    open_writers = n->open_writers;
     if (in.fh) {
       auto it = handles_.find(*in.fh);
       if (it != handles_.end()) handle = it->second;
@@ -402,15 +429,23 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
   if (in.size) {
     if (type == NodeType::kDir) return IsADirectory(JoinPath(path) + ": is a folder");
+    // The kernel sends open(O_TRUNC) as a truncate without a file handle, so a truncate while the
+    // inode has writers belongs to their staged file, like ftruncate on an open file does.
+    std::shared_ptr<WriteState> target;
     if (handle && handle->write) {
-      // ftruncate on an open file, or O_TRUNC (sent as a truncate after open). The kernel is told the
-      // committed size (below), so readers of this inode keep their snapshot until the commit.
-      std::lock_guard wl(handle->ws->mu);
-      RETURN_IF_ERROR(EnsureStaged(path, *handle->ws, *in.size == 0));
-      if (ftruncate(handle->ws->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
+      target = handle->ws;
+    } else if (!pending && ws && open_writers > 0) {
+      target = ws;
+    }
+    if (target) {
+      // The kernel is told the committed size (below), so readers of this inode keep their snapshot
+      // until the writer's commit.
+      std::lock_guard wl(target->mu);
+      RETURN_IF_ERROR(EnsureStaged(path, *target, *in.size == 0));
+      if (ftruncate(target->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
         return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
       }
-      handle->ws->dirty = true;
+      target->dirty = true;
     } else if (pending && ws) {
       std::lock_guard wl(ws->mu);
       if (ftruncate(ws->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
@@ -490,9 +525,19 @@ Status Core::Unlink(Ino parent, const std::string& name) {
   if (path.size() == 1) return PermissionDenied(path[0] + ": store folders cannot be removed");
   Vanished vanished;
   RETURN_IF_ERROR(folder->Remove(Rest(path), &vanished));
+  const Path dir(path.begin(), path.end() - 1);
+  const bool dir_gone = dir.size() > 1 && !StatPath(dir).ok();
   {
     std::lock_guard lock(mu_);
     DetachName(CurrentIno(parent, name));
+    if (dir_gone) {
+      // Removing the last file of a derived folder (history/<n>) would make the folder vanish under
+      // `rm -r`, whose rmdir comes next: like any folder, it stays until it is removed.
+      auto p = std::make_unique<Pending>();
+      p->is_dir = true;
+      p->mtime = Now();
+      pending_[JoinPath(dir)] = std::move(p);
+    }
   }
   InvalidateVanished({path[0]}, vanished);
   return Status::Ok();
@@ -623,6 +668,7 @@ Result<uint64_t> Core::OpenDir(Ino ino) {
     }
   } else {
     ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    (void)StatPath(path);  // drops the provisional entry if the store has the folder now
     bool provisional;
     {
       std::lock_guard lock(mu_);
@@ -860,10 +906,15 @@ Result<size_t> Core::WriteWith(uint64_t fh, off_t offset, const PutFn& put) {
   RETURN_IF_ERROR(EnsureStaged(path, *h->ws, false));
   ASSIGN_OR_RETURN(size_t written, put(h->ws->staged->fd(), offset));
   h->ws->dirty = true;
+  h->writes++;
   return written;
 }
 
 Status Core::Flush(uint64_t fh) {
+  return FlushHandle(fh, /*at_release=*/false);
+}
+
+Status Core::FlushHandle(uint64_t fh, bool at_release) {
   std::shared_ptr<Handle> h;
   Path path;
   Ino parent = 0;
@@ -875,6 +926,9 @@ Status Core::Flush(uint64_t fh) {
     if (it == handles_.end()) return InvalidArgument("unknown file handle");
     h = it->second;
     if (!h->write) return Status::Ok();
+    // `cmd > file` opens, dup2s and closes the first descriptor before any byte is written: that
+    // flush must not commit an empty version. A handle that wrote nothing commits at release.
+    if (!at_release && h->writes == 0) return Status::Ok();
     Node* n = FindNode(h->ino);
     if (n == nullptr) return NotFound("unknown inode");
     path = n->path;
@@ -939,20 +993,23 @@ void Core::Release(uint64_t fh) {
     auto it = handles_.find(fh);
     if (it == handles_.end()) return;
     h = it->second;
-    handles_.erase(it);
   }
-  if (!h->write) return;
-  bool dirty;
-  {
-    std::lock_guard wl(h->ws->mu);
-    dirty = h->ws->dirty;
-  }
-  // Writes that reached no flush (e.g. through a shared mapping) commit now; errors can only be logged.
-  if (dirty) {
-    Status st = Flush(fh);
-    if (!st.ok()) LogError("release: " + st.ToString());
+  if (h->write) {
+    bool dirty;
+    {
+      std::lock_guard wl(h->ws->mu);
+      dirty = h->ws->dirty;
+    }
+    // What no flush committed (a truncation alone, writes through a shared mapping) commits now; the
+    // close has returned already, so an error can only be logged.
+    if (dirty) {
+      Status st = FlushHandle(fh, /*at_release=*/true);
+      if (!st.ok()) LogError("commit at release: " + st.message());
+    }
   }
   std::lock_guard lock(mu_);
+  handles_.erase(fh);
+  if (!h->write) return;
   Node* n = FindNode(h->ino);
   if (n == nullptr) return;
   if (--n->open_writers == 0 && !n->pending) n->ws.reset();

@@ -173,6 +173,7 @@ class Core {
   EntryOut MakeEntry(Ino ino, const NodeAttr& attr);           // (mu_)
   struct stat MakeStat(Ino ino, const NodeAttr& attr);
   Result<Folder*> FolderOf(const Path& path);
+  Status FlushHandle(uint64_t fh, bool at_release);
   Status CommitState(const Path& path, WriteState& ws, Vanished* vanished);  // ws.mu held
   Status EnsureStaged(const Path& path, WriteState& ws, bool truncate);      // ws.mu held
   void InvalidateVanished(const Path& changed_dir_path, const Vanished& vanished);

@@ -77,7 +77,7 @@ std::string ModelPath(int64_t id) { return "models/" + std::to_string(id); }
 }  // namespace
 
 Result<NodeAttr> ModelsFolder::Stat(const Path& p) {
-  if (p.empty()) return Dir(0);
+  if (p.empty()) return Dir(models::NowMicros());
   ASSIGN_OR_RETURN(int64_t id, ParseModelId(p[0]));
   ASSIGN_OR_RETURN(models::ModelInfo m, store_->GetModel(id));
   if (p.size() == 1) return Dir(m.change_time_us);
@@ -243,10 +243,9 @@ Status ModelsFolder::Remove(const Path& p, Vanished* vanished) {
     ASSIGN_OR_RETURN(int64_t layer, ParseNumber(p[2], "layer number"));
     ASSIGN_OR_RETURN(int64_t t, ParseHistoryTime(p[3]));
     RETURN_IF_ERROR(store_->DeleteVersion(id, layer, t));
+    // layers/<n> may now read an older version (or nothing). history/<n> itself stays until rmdir
+    // even when this was its last version (the core keeps an emptied folder).
     vanished->push_back({p[0], "layers", p[2]});
-    if (store_->ListVersions(id, layer).ok() && store_->ListVersions(id, layer)->empty()) {
-      vanished->push_back({p[0], "history", p[2]});
-    }
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(NodeAttr a, Stat(p));

@@ -1,0 +1,185 @@
+#include "stores/common/sqlite_db.h"
+
+namespace modelfs {
+
+Status SqliteError(sqlite3* db, int rc, std::string_view what) {
+  std::string m(what);
+  m += ": ";
+  // The connection's message is more specific ("UNIQUE constraint failed: t.c") but only describes
+  // rc when rc was the connection's last error.
+  if (db != nullptr && sqlite3_extended_errcode(db) == rc) {
+    m += sqlite3_errmsg(db);
+  } else {
+    m += sqlite3_errstr(rc);
+  }
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+      if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return AlreadyExists(std::move(m));
+      }
+      return InvalidArgument(std::move(m));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Corruption(std::move(m));
+    case SQLITE_READONLY:
+      return ReadOnly(std::move(m));
+    case SQLITE_TOOBIG:
+      return TooLarge(std::move(m));
+    default:
+      return IOError(std::move(m));
+  }
+}
+
+// ---- SqliteStmt ----
+
+SqliteStmt& SqliteStmt::operator=(SqliteStmt&& o) noexcept {
+  if (this != &o) {
+    sqlite3_finalize(stmt_);  // finalize reports the last step's error, already seen by Step()
+    db_ = std::exchange(o.db_, nullptr);
+    stmt_ = std::exchange(o.stmt_, nullptr);
+  }
+  return *this;
+}
+
+SqliteStmt::~SqliteStmt() { sqlite3_finalize(stmt_); }  // see operator=
+
+Status SqliteStmt::BindInt64(int index, int64_t value) {
+  int rc = sqlite3_bind_int64(stmt_, index, value);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
+}
+
+Status SqliteStmt::BindBlob(int index, std::string_view value) {
+  // sqlite3_bind_blob with a null pointer binds NULL, which a NOT NULL column rejects.
+  int rc = value.empty() ? sqlite3_bind_zeroblob(stmt_, index, 0)
+                         : sqlite3_bind_blob64(stmt_, index, value.data(), value.size(),
+                                               SQLITE_TRANSIENT);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
+}
+
+Status SqliteStmt::BindText(int index, std::string_view value) {
+  int rc = sqlite3_bind_text64(stmt_, index, value.empty() ? "" : value.data(), value.size(),
+                               SQLITE_TRANSIENT, SQLITE_UTF8);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
+}
+
+Status SqliteStmt::BindNull(int index) {
+  int rc = sqlite3_bind_null(stmt_, index);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
+}
+
+Result<bool> SqliteStmt::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteError(db_, rc, sqlite3_sql(stmt_));
+}
+
+Status SqliteStmt::Run() {
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, Step());
+    if (!row) return Status::Ok();
+  }
+}
+
+void SqliteStmt::Reset() {
+  sqlite3_reset(stmt_);  // returns the last step's error, already reported by Step()
+  sqlite3_clear_bindings(stmt_);
+}
+
+int64_t SqliteStmt::ColumnInt64(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+std::string SqliteStmt::ColumnBlob(int col) const {
+  // The pointer first, then the size: the documented order that avoids a type conversion in between.
+  const void* p = sqlite3_column_blob(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  if (p == nullptr || n <= 0) return std::string();
+  return std::string(static_cast<const char*>(p), static_cast<size_t>(n));
+}
+
+std::string SqliteStmt::ColumnText(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  int n = sqlite3_column_bytes(stmt_, col);
+  if (p == nullptr || n <= 0) return std::string();
+  return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
+}
+
+bool SqliteStmt::ColumnIsNull(int col) const {
+  return sqlite3_column_type(stmt_, col) == SQLITE_NULL;
+}
+
+// ---- SqliteDb ----
+
+Result<SqliteDb> SqliteDb::Open(const std::string& path, int flags) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  SqliteDb db(raw);  // owns raw even on failure: sqlite3_open_v2 allocates a handle to report with
+  if (rc != SQLITE_OK) return SqliteError(raw, rc, "open " + path);
+  sqlite3_extended_result_codes(raw, 1);
+  return db;
+}
+
+SqliteDb& SqliteDb::operator=(SqliteDb&& o) noexcept {
+  if (this != &o) {
+    Close().IgnoreError();  // see destructor
+    db_ = std::exchange(o.db_, nullptr);
+  }
+  return *this;
+}
+
+SqliteDb::~SqliteDb() { Close().IgnoreError(); }  // callers that care call Close() first
+
+Status SqliteDb::Close() {
+  if (db_ == nullptr) return Status::Ok();
+  // close_v2 defers the close until outstanding statements are finalized instead of failing with BUSY.
+  int rc = sqlite3_close_v2(db_);
+  sqlite3* old = std::exchange(db_, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(old, rc, "close");
+}
+
+Status SqliteDb::Exec(std::string_view sql) {
+  std::string text(sql);  // sqlite3_exec needs a NUL-terminated string
+  int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, text);
+}
+
+Result<SqliteStmt> SqliteDb::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(stmt);
+    return SqliteError(db_, rc, "prepare " + std::string(sql));
+  }
+  if (stmt == nullptr) return InvalidArgument("prepare: no statement in \"" + std::string(sql) + "\"");
+  return SqliteStmt(db_, stmt);
+}
+
+// ---- SqliteTransaction ----
+
+Result<SqliteTransaction> SqliteTransaction::Begin(SqliteDb& db, Mode mode) {
+  RETURN_IF_ERROR(db.Exec(mode == Mode::kImmediate ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED"));
+  return SqliteTransaction(&db);
+}
+
+SqliteTransaction::~SqliteTransaction() {
+  if (db_ != nullptr) Rollback().IgnoreError();  // an error unwind: the caller already has its error
+}
+
+Status SqliteTransaction::Commit() {
+  if (db_ == nullptr) return InvalidArgument("commit: transaction is not active");
+  SqliteDb* db = std::exchange(db_, nullptr);
+  Status st = db->Exec("COMMIT");
+  // A failed COMMIT may leave the transaction open (SQLITE_BUSY) or may have rolled it back already
+  // (I/O errors); either way the caller is promised no change.
+  if (!st.ok() && db->InTransaction()) db->Exec("ROLLBACK").IgnoreError();
+  return st;
+}
+
+Status SqliteTransaction::Rollback() {
+  if (db_ == nullptr) return Status::Ok();
+  SqliteDb* db = std::exchange(db_, nullptr);
+  // SQLite may already have rolled back on its own after certain errors (SQLITE_FULL, IOERR, ...).
+  if (!db->InTransaction()) return Status::Ok();
+  return db->Exec("ROLLBACK");
+}
+
+}  // namespace modelfs
