@@ -50,9 +50,9 @@ Status SqliteStmt::BindInt64(int index, int64_t value) {
 
 Status SqliteStmt::BindBlob(int index, std::string_view value) {
   // sqlite3_bind_blob with a null pointer binds NULL, which a NOT NULL column rejects.
-  int rc = value.empty() ? sqlite3_bind_zeroblob(stmt_, index, 0)
-                         : sqlite3_bind_blob64(stmt_, index, value.data(), value.size(),
-                                               SQLITE_TRANSIENT);
+  int rc = value.empty()
+               ? sqlite3_bind_zeroblob(stmt_, index, 0)
+               : sqlite3_bind_blob64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT);
   return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
 }
 
@@ -89,7 +89,8 @@ void SqliteStmt::Reset() {
 int64_t SqliteStmt::ColumnInt64(int col) const { return sqlite3_column_int64(stmt_, col); }
 
 std::string SqliteStmt::ColumnBlob(int col) const {
-  // The pointer first, then the size: the documented order that avoids a type conversion in between.
+  // The pointer first, then the size: the documented order that avoids a type conversion in
+  // between.
   const void* p = sqlite3_column_blob(stmt_, col);
   int n = sqlite3_column_bytes(stmt_, col);
   if (p == nullptr || n <= 0) return std::string();
@@ -130,7 +131,8 @@ SqliteDb::~SqliteDb() { Close().IgnoreError(); }  // callers that care call Clos
 
 Status SqliteDb::Close() {
   if (db_ == nullptr) return Status::Ok();
-  // close_v2 defers the close until outstanding statements are finalized instead of failing with BUSY.
+  // close_v2 defers the close until outstanding statements are finalized instead of failing with
+  // BUSY.
   int rc = sqlite3_close_v2(db_);
   sqlite3* old = std::exchange(db_, nullptr);
   return rc == SQLITE_OK ? Status::Ok() : SqliteError(old, rc, "close");
@@ -149,7 +151,8 @@ Result<SqliteStmt> SqliteDb::Prepare(std::string_view sql) {
     sqlite3_finalize(stmt);
     return SqliteError(db_, rc, "prepare " + std::string(sql));
   }
-  if (stmt == nullptr) return InvalidArgument("prepare: no statement in \"" + std::string(sql) + "\"");
+  if (stmt == nullptr)
+    return InvalidArgument("prepare: no statement in \"" + std::string(sql) + "\"");
   return SqliteStmt(db_, stmt);
 }
 
@@ -161,7 +164,8 @@ Result<SqliteTransaction> SqliteTransaction::Begin(SqliteDb& db, Mode mode) {
 }
 
 SqliteTransaction::~SqliteTransaction() {
-  if (db_ != nullptr) Rollback().IgnoreError();  // an error unwind: the caller already has its error
+  if (db_ != nullptr)
+    Rollback().IgnoreError();  // an error unwind: the caller already has its error
 }
 
 Status SqliteTransaction::Commit() {

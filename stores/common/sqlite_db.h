@@ -2,9 +2,9 @@
 // transaction guard (SqliteTransaction). Every SQLite error becomes a Status in one function,
 // SqliteError(); nothing else looks at SQLite result codes.
 //
-// Thread-safety: none of these objects is thread-safe. A store owning a SqliteDb serializes every use
-// of it (and of its statements and transactions) with its own mutex. Statements and transactions refer
-// to their SqliteDb, which must outlive them.
+// Thread-safety: none of these objects is thread-safe. A store owning a SqliteDb serializes every
+// use of it (and of its statements and transactions) with its own mutex. Statements and
+// transactions refer to their SqliteDb, which must outlive them.
 #pragma once
 
 #include <sqlite3.h>
@@ -41,9 +41,11 @@ class SqliteStmt {
   SqliteStmt& operator=(const SqliteStmt&) = delete;
   ~SqliteStmt();
 
-  // Parameters are numbered from 1. Values are copied (SQLITE_TRANSIENT), so arguments may die after.
+  // Parameters are numbered from 1. Values are copied (SQLITE_TRANSIENT), so arguments may die
+  // after.
   Status BindInt64(int index, int64_t value);
-  Status BindBlob(int index, std::string_view value);  // an empty view binds an empty BLOB, not NULL
+  Status BindBlob(int index,
+                  std::string_view value);  // an empty view binds an empty BLOB, not NULL
   Status BindText(int index, std::string_view value);
   Status BindNull(int index);
   // Binds args to parameters 1..n: integers as INTEGER, SqlBlob as BLOB, string_view/std::string/

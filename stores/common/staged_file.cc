@@ -36,12 +36,13 @@ Status StagedFile::MoveTo(const std::string& dest) {
 
 Status StagedFile::MoveBack() {
   if (!consumed_) return InvalidArgument(path_ + ": staged file was not moved");
-  // The staging name was free while the file was away; NOREPLACE keeps us from clobbering a file that
-  // mkostemp may have handed out under the same name meanwhile.
+  // The staging name was free while the file was away; NOREPLACE keeps us from clobbering a file
+  // that mkostemp may have handed out under the same name meanwhile.
   if (::renameat2(AT_FDCWD, moved_to_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err != EINVAL && err != ENOSYS) return ErrnoError("rename " + moved_to_ + " back", err);
-    // The filesystem cannot do NOREPLACE; a collision with a fresh random name is not worth a failure.
+    // The filesystem cannot do NOREPLACE; a collision with a fresh random name is not worth a
+    // failure.
     if (::rename(moved_to_.c_str(), path_.c_str()) != 0) {
       return ErrnoError("rename " + moved_to_ + " back", errno);
     }

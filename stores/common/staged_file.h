@@ -32,9 +32,10 @@ class StagedFile {
   Result<uint64_t> Size() const;
   // Renames the file to dest (same filesystem). On success the StagedFile is consumed.
   Status MoveTo(const std::string& dest);
-  // Undoes a successful MoveTo() (for a store whose commit failed after the rename): renames the file
-  // back to path() and makes the StagedFile unconsumed again. Refuses to replace a file that took the
-  // staging name meanwhile; then the file stays at the destination and the StagedFile stays consumed.
+  // Undoes a successful MoveTo() (for a store whose commit failed after the rename): renames the
+  // file back to path() and makes the StagedFile unconsumed again. Refuses to replace a file that
+  // took the staging name meanwhile; then the file stays at the destination and the StagedFile
+  // stays consumed.
   Status MoveBack();
 
  private:

@@ -7,20 +7,34 @@ namespace {
 
 std::string_view CodeName(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kNotFound: return "NotFound";
-    case StatusCode::kAlreadyExists: return "AlreadyExists";
-    case StatusCode::kInvalidArgument: return "InvalidArgument";
-    case StatusCode::kPermissionDenied: return "PermissionDenied";
-    case StatusCode::kReadOnly: return "ReadOnly";
-    case StatusCode::kNotSupported: return "NotSupported";
-    case StatusCode::kNotEmpty: return "NotEmpty";
-    case StatusCode::kTooLarge: return "TooLarge";
-    case StatusCode::kIOError: return "IOError";
-    case StatusCode::kCorruption: return "Corruption";
-    case StatusCode::kNotADirectory: return "NotADirectory";
-    case StatusCode::kIsADirectory: return "IsADirectory";
-    case StatusCode::kNameTooLong: return "NameTooLong";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kNotFound:
+      return "NotFound";
+    case StatusCode::kAlreadyExists:
+      return "AlreadyExists";
+    case StatusCode::kInvalidArgument:
+      return "InvalidArgument";
+    case StatusCode::kPermissionDenied:
+      return "PermissionDenied";
+    case StatusCode::kReadOnly:
+      return "ReadOnly";
+    case StatusCode::kNotSupported:
+      return "NotSupported";
+    case StatusCode::kNotEmpty:
+      return "NotEmpty";
+    case StatusCode::kTooLarge:
+      return "TooLarge";
+    case StatusCode::kIOError:
+      return "IOError";
+    case StatusCode::kCorruption:
+      return "Corruption";
+    case StatusCode::kNotADirectory:
+      return "NotADirectory";
+    case StatusCode::kIsADirectory:
+      return "IsADirectory";
+    case StatusCode::kNameTooLong:
+      return "NameTooLong";
   }
   return "Unknown";
 }

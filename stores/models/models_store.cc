@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "stores/common/file_util.h"
@@ -21,10 +22,11 @@ namespace {
 constexpr int kSchemaVersion = 1;
 
 // Schema version 1. The UNIQUE constraint's index is (model_id, layer_id, create_time, rowid), and
-// rowid is version_id, so it serves "newest", "at time" and "oldest first" without a sort; a separate
-// index on those columns would be an exact duplicate. AUTOINCREMENT on both tables: model ids are never
-// reused (NeurDB semantics), and version ids name blob files, which must never be reused either.
-// retired_model remembers deleted ids so that CreateModelWithId cannot bring one back.
+// rowid is version_id, so it serves "newest", "at time" and "oldest first" without a sort; a
+// separate index on those columns would be an exact duplicate. AUTOINCREMENT on both tables: model
+// ids are never reused (NeurDB semantics), and version ids name blob files, which must never be
+// reused either. retired_model remembers deleted ids so that CreateModelWithId cannot bring one
+// back.
 constexpr char kSchemaV1[] = R"sql(
 CREATE TABLE model(
   model_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,8 +61,8 @@ std::string LayerName(int64_t model_id, int64_t layer_id) {
 }
 Status NoSuchModel(int64_t model_id) { return NotFound(ModelName(model_id) + ": no such model"); }
 
-// The store has no logger of its own; these are errors that happen after a commit succeeded and that
-// the next Open() repairs, so they are reported and not returned.
+// The store has no logger of its own; these are errors that happen after a commit succeeded and
+// that the next Open() repairs, so they are reported and not returned.
 void LogWarning(const std::string& message) {
   fprintf(stderr, "modelfs: models store: %s\n", message.c_str());
 }
@@ -100,9 +102,9 @@ class FullSyncScope {
   SqliteDb* db_;
 };
 
-// Blobs renamed into place inside a not yet committed transaction. Unless Committed() is called, they
-// are renamed back into staging on destruction (or by Undo()), so a failed commit leaves the staged
-// files as the caller gave them.
+// Blobs renamed into place inside a not yet committed transaction. Unless Committed() is called,
+// they are renamed back into staging on destruction (or by Undo()), so a failed commit leaves the
+// staged files as the caller gave them.
 class BlobMoves {
  public:
   struct Moved {
@@ -121,7 +123,8 @@ class BlobMoves {
   void Add(Moved m) { moved_.push_back(m); }
   const std::vector<Moved>& moved() const { return moved_; }
   void Committed() { moved_.clear(); }
-  // A blob that cannot be moved back stays an orphan until the next Open(); its staged file is lost.
+  // A blob that cannot be moved back stays an orphan until the next Open(); its staged file is
+  // lost.
   Status Undo() {
     Status first;
     for (auto it = moved_.rbegin(); it != moved_.rend(); ++it) {
@@ -167,18 +170,20 @@ class ModelStore::Impl {
   }
 
   Result<std::optional<VersionInfo>> NewestLocked(int64_t model_id, int64_t layer_id) {
-    ASSIGN_OR_RETURN(auto row, db_.QueryRow(std::string(kSelectVersion) +
-                                                "WHERE model_id=?1 AND layer_id=?2 "
-                                                "ORDER BY create_time DESC, version_id DESC LIMIT 1",
-                                            model_id, layer_id));
+    ASSIGN_OR_RETURN(auto row,
+                     db_.QueryRow(std::string(kSelectVersion) +
+                                      "WHERE model_id=?1 AND layer_id=?2 "
+                                      "ORDER BY create_time DESC, version_id DESC LIMIT 1",
+                                  model_id, layer_id));
     if (!row.found) return std::optional<VersionInfo>();
     return std::optional<VersionInfo>(VersionFromRow(row.stmt));
   }
 
   Result<std::optional<VersionInfo>> AtLocked(int64_t model_id, int64_t layer_id, int64_t time) {
-    ASSIGN_OR_RETURN(auto row, db_.QueryRow(std::string(kSelectVersion) +
-                                                "WHERE model_id=?1 AND layer_id=?2 AND create_time=?3",
-                                            model_id, layer_id, time));
+    ASSIGN_OR_RETURN(auto row,
+                     db_.QueryRow(std::string(kSelectVersion) +
+                                      "WHERE model_id=?1 AND layer_id=?2 AND create_time=?3",
+                                  model_id, layer_id, time));
     if (!row.found) return std::optional<VersionInfo>();
     return std::optional<VersionInfo>(VersionFromRow(row.stmt));
   }
@@ -204,8 +209,8 @@ class ModelStore::Impl {
     if (create_time) {
       v.create_time_us = *create_time;
     } else {
-      // Strictly after the layer's newest, even if the clock went back or a restore put a version in
-      // the future: the new version must become the newest and its history name must be fresh.
+      // Strictly after the layer's newest, even if the clock went back or a restore put a version
+      // in the future: the new version must become the newest and its history name must be fresh.
       ASSIGN_OR_RETURN(auto row, db_.QueryRow("SELECT MAX(create_time) FROM layer_version "
                                               "WHERE model_id=?1 AND layer_id=?2",
                                               model_id, layer_id));
@@ -214,11 +219,10 @@ class ModelStore::Impl {
         v.create_time_us = std::max(v.create_time_us, row.stmt.ColumnInt64(0) + 1);
       }
     }
-    ASSIGN_OR_RETURN(int64_t changed,
-                     db_.Run("INSERT INTO layer_version(model_id, layer_id, create_time, size) "
-                             "VALUES(?1, ?2, ?3, ?4)",
-                             model_id, layer_id, v.create_time_us, static_cast<int64_t>(size)));
-    (void)changed;
+    RETURN_IF_ERROR(db_.Run("INSERT INTO layer_version(model_id, layer_id, create_time, size) "
+                            "VALUES(?1, ?2, ?3, ?4)",
+                            model_id, layer_id, v.create_time_us, static_cast<int64_t>(size))
+                        .status());
     v.version_id = db_.LastInsertRowid();
 
     struct stat st;
@@ -244,7 +248,8 @@ class ModelStore::Impl {
     if (st.ok()) st = txn.Commit();
     if (!st.ok()) {
       // Nobody sees uncommitted rows, so the order of rollback and undo does not matter.
-      txn.Rollback().IgnoreError();  // a rollback error leaves nothing to do: the next Open() repairs
+      txn.Rollback()
+          .IgnoreError();  // a rollback error leaves nothing to do: the next Open() repairs
       Status undo = moves.Undo();
       if (!undo.ok()) return Status(st.code(), st.message() + "; and undoing: " + undo.message());
       return st;
@@ -325,7 +330,7 @@ class ModelStore::Impl {
   const ScopedFd lock_fd_;  // flock: shared while open; exclusive only during Open()'s repair
 
   std::mutex mu_;
-  SqliteDb db_;                         // guarded by mu_
+  SqliteDb db_;                          // guarded by mu_
   std::vector<int64_t> unsynced_blobs_;  // guarded by mu_: committed without fdatasync since Sync()
 };
 
@@ -338,10 +343,10 @@ Result<std::unique_ptr<ModelStore>> ModelStore::Open(const std::string& dir) {
   RETURN_IF_ERROR(MakeDirs(dir + "/blobs"));
   RETURN_IF_ERROR(MakeDirs(dir + "/staging"));
 
-  // Several processes may open one store (the daemon and a command-line tool): SQLite arbitrates the
-  // database, and this lock decides who may repair after a crash. Only an opener that finds nobody
-  // else (exclusive lock) may delete orphans and staging files, which would otherwise be another
-  // process's commits in flight. Everyone then holds it shared until closing.
+  // Several processes may open one store (the daemon and a command-line tool): SQLite arbitrates
+  // the database, and this lock decides who may repair after a crash. Only an opener that finds
+  // nobody else (exclusive lock) may delete orphans and staging files, which would otherwise be
+  // another process's commits in flight. Everyone then holds it shared until closing.
   ASSIGN_OR_RETURN(ScopedFd lock_fd, OpenFile(dir + "/LOCK", O_RDWR | O_CREAT, 0644));
   bool exclusive = ::flock(lock_fd.get(), LOCK_EX | LOCK_NB) == 0;
   if (!exclusive) {
@@ -395,7 +400,8 @@ Result<std::unique_ptr<ModelStore>> ModelStore::Open(const std::string& dir) {
 
 // ---- NeurDB API ----
 
-Result<int64_t> ModelStore::SaveModel(std::string_view meta, const std::vector<std::string>& layers) {
+Result<int64_t> ModelStore::SaveModel(std::string_view meta,
+                                      const std::vector<std::string>& layers) {
   if (meta.size() > kMaxMetaBytes) {
     return TooLarge("model metadata of " + std::to_string(meta.size()) + " bytes exceeds " +
                     std::to_string(kMaxMetaBytes));
@@ -410,23 +416,23 @@ Result<int64_t> ModelStore::SaveModel(std::string_view meta, const std::vector<s
 
   std::lock_guard lock(impl_->mu_);
   SqliteDb& db = impl_->db_;
-  // The CommitLayer protocol (steps 3-5) for every layer in one transaction, so that the model appears
-  // whole or not at all. BlobMoves is declared after the transaction: on an error return its undo runs
-  // first, then the rollback.
+  // The CommitLayer protocol (steps 3-5) for every layer in one transaction, so that the model
+  // appears whole or not at all. BlobMoves is declared after the transaction: on an error return
+  // its undo runs first, then the rollback.
   ASSIGN_OR_RETURN(SqliteTransaction txn,
                    SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
   BlobMoves moves;
   int64_t now = NowMicros();
-  ASSIGN_OR_RETURN(int64_t changed, db.Run("INSERT INTO model(meta, create_time, change_time, "
-                                           "meta_time) VALUES(?1, ?2, ?2, ?2)",
-                                           SqlBlob{meta}, now));
-  (void)changed;
+  RETURN_IF_ERROR(db.Run("INSERT INTO model(meta, create_time, change_time, meta_time) "
+                         "VALUES(?1, ?2, ?2, ?2)",
+                         SqlBlob{meta}, now)
+                      .status());
   int64_t model_id = db.LastInsertRowid();
   for (size_t i = 0; i < staged.size(); ++i) {
-    ASSIGN_OR_RETURN(VersionInfo v,
-                     impl_->AddVersionLocked(model_id, static_cast<int64_t>(i), std::nullopt,
-                                             *staged[i], layers[i].size(), moves));
-    (void)v;
+    RETURN_IF_ERROR(impl_
+                        ->AddVersionLocked(model_id, static_cast<int64_t>(i), std::nullopt,
+                                           *staged[i], layers[i].size(), moves)
+                        .status());
   }
   RETURN_IF_ERROR(impl_->CommitLocked(txn, moves, /*durable=*/false));
   return model_id;
@@ -468,9 +474,9 @@ Result<LoadedModel> ModelStore::LoadModel(int64_t model_id) {
     ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), bytes.data(), bytes.size(), 0));
     ASSIGN_OR_RETURN(uint64_t actual, FileSize(fd.get()));
     if (n != v.size || actual != v.size) {
-      return Corruption(LayerName(model_id, v.layer_id) + ": blob " + impl_->BlobPath(v.version_id) +
-                        " has " + std::to_string(actual) + " bytes, expected " +
-                        std::to_string(v.size));
+      return Corruption(LayerName(model_id, v.layer_id) + ": blob " +
+                        impl_->BlobPath(v.version_id) + " has " + std::to_string(actual) +
+                        " bytes, expected " + std::to_string(v.size));
     }
     out.layers.emplace_back(v.layer_id, std::move(bytes));
   }
@@ -545,7 +551,8 @@ Status ModelStore::CreateModelWithId(int64_t model_id) {
 
 Result<std::vector<ModelInfo>> ModelStore::ListModels() {
   std::lock_guard lock(impl_->mu_);
-  ASSIGN_OR_RETURN(SqliteStmt s, impl_->db_.Prepare(std::string(kSelectModel) + "ORDER BY model_id"));
+  ASSIGN_OR_RETURN(SqliteStmt s,
+                   impl_->db_.Prepare(std::string(kSelectModel) + "ORDER BY model_id"));
   std::vector<ModelInfo> out;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, s.Step());
@@ -557,8 +564,8 @@ Result<std::vector<ModelInfo>> ModelStore::ListModels() {
 
 Result<ModelInfo> ModelStore::GetModel(int64_t model_id) {
   std::lock_guard lock(impl_->mu_);
-  ASSIGN_OR_RETURN(auto row, impl_->db_.QueryRow(std::string(kSelectModel) + "WHERE model_id=?1",
-                                                 model_id));
+  ASSIGN_OR_RETURN(auto row,
+                   impl_->db_.QueryRow(std::string(kSelectModel) + "WHERE model_id=?1", model_id));
   if (!row.found) return NoSuchModel(model_id);
   return ModelFromRow(row.stmt);
 }
@@ -624,9 +631,9 @@ Result<std::vector<VersionInfo>> ModelStore::ListVersions(int64_t model_id, int6
                    SqliteTransaction::Begin(db, SqliteTransaction::Mode::kDeferred));
   ASSIGN_OR_RETURN(bool exists, impl_->ModelExistsLocked(model_id));
   if (!exists) return NoSuchModel(model_id);
-  ASSIGN_OR_RETURN(SqliteStmt s, db.Prepare(std::string(kSelectVersion) +
-                                            "WHERE model_id=?1 AND layer_id=?2 "
-                                            "ORDER BY create_time, version_id"));
+  ASSIGN_OR_RETURN(SqliteStmt s,
+                   db.Prepare(std::string(kSelectVersion) + "WHERE model_id=?1 AND layer_id=?2 "
+                                                            "ORDER BY create_time, version_id"));
   RETURN_IF_ERROR(s.Bind(model_id, layer_id));
   std::vector<VersionInfo> out;
   for (;;) {
@@ -659,8 +666,8 @@ Result<VersionInfo> ModelStore::VersionAt(int64_t model_id, int64_t layer_id,
 }
 
 Result<ScopedFd> ModelStore::OpenVersion(const VersionInfo& version) {
-  // No lock: blobs are immutable and blobs_dir_ is constant. The caller's fd keeps the bytes readable
-  // even if the version is deleted later.
+  // No lock: blobs are immutable and blobs_dir_ is constant. The caller's fd keeps the bytes
+  // readable even if the version is deleted later.
   std::string path = impl_->BlobPath(version.version_id);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -677,19 +684,19 @@ Result<CommitOutcome> ModelStore::CommitLayer(int64_t model_id, int64_t layer_id
                                               StagedFile& staged, const CommitOptions& options) {
   // The commit protocol. Any failure leaves the store and the staged file as they were.
   //  1. Validate: layer_id >= 0, create_time nameable as history, the model exists (NotFound).
-  //  2. Identical check: compare the staged bytes with the reference version (the newest, or the one
-  //     at the given create_time) by SameContent: size first, then bytes. Equal: nothing is added
-  //     and the staged file is untouched. Different from the one at a given create_time:
-  //     AlreadyExists. The comparison runs without the mutex (layers can be GiB), so step 3 repeats
-  //     the lookup under the write lock and starts over if the reference changed meanwhile.
+  //  2. Identical check: compare the staged bytes with the reference version (the newest, or the
+  //     one at the given create_time) by SameContent: size first, then bytes. Equal: nothing is
+  //     added and the staged file is untouched. Different from the one at a given create_time:
+  //     AlreadyExists. The comparison runs without the mutex (layers can be GiB), so step 3
+  //     repeats the lookup under the write lock and starts over if the reference changed.
   //  3. BEGIN IMMEDIATE; insert the layer_version row (create_time = the given one, or
   //     max(now, newest + 1) across the layer); bump model.change_time.
   //  4. Rename the staged file to blobs/<version_id>. Durable: fdatasync it before (done in step 2,
   //     outside the lock) and fsync blobs/ after.
   //  5. COMMIT; durable: with synchronous=FULL, so the WAL is fsynced.
   //  If 4 or 5 fails: ROLLBACK and rename the blob back to staging. A crash between 4 and 5 leaves
-  //  blobs/<version_id> with no committed row; a crash before 4 leaves a staging file. Open() deletes
-  //  both, so no partial version is ever visible.
+  //  blobs/<version_id> with no committed row; a crash before 4 leaves a staging file. Open()
+  //  deletes both, so no partial version is ever visible.
   if (layer_id < 0) {
     return InvalidArgument(LayerName(model_id, layer_id) + ": layer ids start at 0");
   }
@@ -724,8 +731,8 @@ Result<CommitOutcome> ModelStore::CommitLayer(int64_t model_id, int64_t layer_id
                                  : impl_->NewestLocked(model_id, layer_id));
         if ((ref ? ref->version_id : 0) == *differs_from) {
           RETURN_IF_ERROR(impl_->TouchModelLocked(model_id));
-          ASSIGN_OR_RETURN(VersionInfo v, impl_->AddVersionLocked(model_id, layer_id, at, staged,
-                                                                  size, moves));
+          ASSIGN_OR_RETURN(VersionInfo v,
+                           impl_->AddVersionLocked(model_id, layer_id, at, staged, size, moves));
           RETURN_IF_ERROR(impl_->CommitLocked(txn, moves, options.durable));
           return CommitOutcome{true, v};
         }
@@ -755,7 +762,8 @@ Result<CommitOutcome> ModelStore::CommitLayer(int64_t model_id, int64_t layer_id
     }
     if (ref && at) {
       return AlreadyExists(LayerName(model_id, layer_id) + ": a version at " +
-                           FormatHistoryTime(*at) + " exists with other bytes (history is immutable)");
+                           FormatHistoryTime(*at) +
+                           " exists with other bytes (history is immutable)");
     }
     differs_from = ref ? ref->version_id : 0;
     if (options.durable && !synced) {
@@ -774,8 +782,8 @@ Status ModelStore::DeleteLayer(int64_t model_id, int64_t layer_id) {
                      SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
     ASSIGN_OR_RETURN(bool exists, impl_->ModelExistsLocked(model_id));
     if (!exists) return NoSuchModel(model_id);
-    ASSIGN_OR_RETURN(doomed, impl_->VersionIdsLocked("WHERE model_id=?1 AND layer_id=?2",
-                                                     model_id, layer_id));
+    ASSIGN_OR_RETURN(
+        doomed, impl_->VersionIdsLocked("WHERE model_id=?1 AND layer_id=?2", model_id, layer_id));
     if (doomed.empty()) return NotFound(LayerName(model_id, layer_id) + ": no such layer");
     RETURN_IF_ERROR(
         db.Run("DELETE FROM layer_version WHERE model_id=?1 AND layer_id=?2", model_id, layer_id)
@@ -802,8 +810,7 @@ Status ModelStore::DeleteVersion(int64_t model_id, int64_t layer_id, int64_t cre
                       FormatHistoryTime(create_time_us));
     }
     doomed = at->version_id;
-    RETURN_IF_ERROR(
-        db.Run("DELETE FROM layer_version WHERE version_id=?1", doomed).status());
+    RETURN_IF_ERROR(db.Run("DELETE FROM layer_version WHERE version_id=?1", doomed).status());
     RETURN_IF_ERROR(impl_->TouchModelLocked(model_id));
     RETURN_IF_ERROR(txn.Commit());
   }
@@ -846,9 +853,7 @@ Status ModelStore::Sync() {
   }
   // The result row (busy, wal frames, checkpointed frames) is not an error: busy means another
   // process is reading, and the frames it pins were still fsynced in the WAL.
-  ASSIGN_OR_RETURN(auto row, impl_->db_.QueryRow("PRAGMA wal_checkpoint(FULL)"));
-  (void)row;
-  return Status::Ok();
+  return impl_->db_.QueryRow("PRAGMA wal_checkpoint(FULL)").status();
 }
 
 // ---- times ----
@@ -883,8 +888,8 @@ Result<int64_t> ParseHistoryTime(std::string_view name) {
   // two spellings of one time would be two files for one version.
   constexpr std::string_view kPattern = "dddd-dd-ddTdd:dd:dd.ddddddZ";
   auto bad = [&](std::string_view why) {
-    return InvalidArgument("history name \"" + std::string(name) +
-                           "\": " + std::string(why) + " (want YYYY-MM-DDTHH:MM:SS.ffffffZ)");
+    return InvalidArgument("history name \"" + std::string(name) + "\": " + std::string(why) +
+                           " (want YYYY-MM-DDTHH:MM:SS.ffffffZ)");
   };
   if (name.size() != kPattern.size()) return bad("wrong length");
   for (size_t i = 0; i < kPattern.size(); ++i) {

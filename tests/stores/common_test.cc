@@ -18,10 +18,10 @@ namespace {
 
 using ::modelfs::testing::TempDir;
 
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    ::modelfs::Status _s = (expr);                   \
-    ASSERT_TRUE(_s.ok()) << _s.ToString();           \
+#define ASSERT_OK(expr)                    \
+  do {                                     \
+    ::modelfs::Status _s = (expr);         \
+    ASSERT_TRUE(_s.ok()) << _s.ToString(); \
   } while (0)
 
 std::string Pattern(size_t n, unsigned seed) {

@@ -277,8 +277,8 @@ TEST_F(ModelStoreTest, VersionsAccumulateAndNewestWins) {
 }
 
 TEST_F(ModelStoreTest, BackToBackCommitsNeverShareACreateTime) {
-  // Within one layer create_time is unique (it names the history file); commits faster than the clock
-  // get newest+1, so the order is (create_time, version_id) and both agree.
+  // Within one layer create_time is unique (it names the history file); commits faster than the
+  // clock get newest+1, so the order is (create_time, version_id) and both agree.
   int64_t id = store_->CreateModel().value();
   for (int i = 0; i < 200; ++i) ASSERT_OK(store_->UpdateModel(id, 0, std::to_string(i)));
   auto versions = Versions(id, 0);
@@ -379,8 +379,7 @@ TEST_F(ModelStoreTest, CommitValidatesArguments) {
   auto staged = Stage("y");
   ASSERT_TRUE(store_->CommitLayer(id, 1, *staged, {})->added);
   EXPECT_TRUE(staged->consumed());
-  EXPECT_EQ(store_->CommitLayer(id, 1, *staged, {}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->CommitLayer(id, 1, *staged, {}).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(ModelStoreTest, CommittedBlobIsTheStagedFileAndStaysReadable) {
@@ -444,7 +443,8 @@ TEST_F(ModelStoreTest, OpenVersionSurvivesDelete) {
 
 TEST_F(ModelStoreTest, ReopenRemovesOrphanBlobsAndStagingGarbage) {
   int64_t id = store_->SaveModel("m", {"a", "b"}).value();
-  ASSERT_OK(WriteStringToFile(blobs() + "/999999", "orphan from a crash between rename and commit"));
+  ASSERT_OK(
+      WriteStringToFile(blobs() + "/999999", "orphan from a crash between rename and commit"));
   ASSERT_OK(WriteStringToFile(blobs() + "/01", "not a canonical id"));
   ASSERT_OK(WriteStringToFile(blobs() + "/junk", "x"));
   ASSERT_OK(WriteStringToFile(staging() + "/x", "half-written"));
@@ -635,8 +635,9 @@ TEST(HistoryTimeTest, FormatsUtcWithSixDigits) {
 }
 
 TEST(HistoryTimeTest, RoundTrips) {
-  for (int64_t t : {int64_t{0}, int64_t{1}, int64_t{999999}, int64_t{1000000}, int64_t{1704164645678901},
-                    int64_t{951782400000000}, int64_t{253402300799999999}, NowMicros()}) {
+  for (int64_t t :
+       {int64_t{0}, int64_t{1}, int64_t{999999}, int64_t{1000000}, int64_t{1704164645678901},
+        int64_t{951782400000000}, int64_t{253402300799999999}, NowMicros()}) {
     std::string name = FormatHistoryTime(t);
     auto back = ParseHistoryTime(name);
     ASSERT_TRUE(back.ok()) << name << ": " << back.status().ToString();

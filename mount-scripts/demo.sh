@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# README command 1: install dependencies, build, fill a store with sample data and mount it.
+#   bash mount-scripts/demo.sh [MOUNTPOINT]     (default ./demo/mnt; data in ./demo/data)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bash tools/install-deps.sh
+bash tools/build.sh
+mnt=${1:-$root/demo/mnt}
+data=${MODELFS_DATA:-$root/demo/data}
+mkdir -p "$mnt"
+if mountpoint -q "$mnt"; then build/bin/modelfs umount "$mnt"; fi
+if [ ! -e "$data/models/models.db" ]; then build/bin/modelfs demo --data "$data"; fi
+build/bin/modelfs mount --data "$data" "$mnt"
+cat <<EOT
+
+modelfs is mounted at $mnt (data in $data). Try:
+  ls -l $mnt/models/1 $mnt/models/1/layers $mnt/models/1/history/0
+  cat $mnt/models/1/meta
+  /usr/bin/python3 -c "import numpy as np; print(np.fromfile('$mnt/models/1/layers/0', dtype=np.float32).reshape(64, 784))"
+  cp /etc/hostname $mnt/models/2/layers/1 && ls $mnt/models/2/history/1
+  rsync -aX $mnt/ /tmp/modelfs-backup/
+Unmount with:
+  $root/build/bin/modelfs umount $mnt
+EOT
