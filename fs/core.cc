@@ -89,6 +89,7 @@ struct Core::Handle {
 struct Core::DirHandle {
   std::vector<std::pair<std::string, NodeAttr>> entries;
   Ino ino = 0;
+  std::vector<Ino> created;  // nodes made for entries; those the kernel never took go at release
 };
 
 Core::Core(std::vector<std::unique_ptr<Folder>> folders, CoreOptions options)
@@ -724,6 +725,7 @@ Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh,
       n = FindNode(ino);
       n->pending = pending;
       if (pending) n->ws = FindPending(JoinPath(n->path))->ws;
+      d.created.push_back(ino);
     }
     n->attr = attr;
     out.emplace_back(name, MakeEntry(ino, attr));
@@ -733,17 +735,17 @@ Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh,
 
 void Core::ReleaseDir(uint64_t dh) {
   std::lock_guard lock(mu_);
-  dir_handles_.erase(dh);
+  auto it = dir_handles_.find(dh);
+  if (it == dir_handles_.end()) return;
   // Nodes made for entries the kernel never took (nlookup 0) are dropped here.
-  for (auto it = nodes_.begin(); it != nodes_.end();) {
-    Node* n = it->second.get();
-    if (n->nlookup == 0 && n->open_writers == 0 && n->ino != kRootIno) {
-      if (n->attached) names_.erase({n->parent, n->name});
-      it = nodes_.erase(it);
-    } else {
-      ++it;
+  for (Ino ino : it->second->created) {
+    Node* n = FindNode(ino);
+    if (n != nullptr && n->nlookup == 0 && n->open_writers == 0) {
+      DetachName(ino);
+      nodes_.erase(ino);
     }
   }
+  dir_handles_.erase(it);
 }
 
 Result<OpenOut> Core::Open(Ino ino, int flags) {

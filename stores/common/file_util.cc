@@ -52,9 +52,8 @@ Status CopyRange(int src, off_t src_off, int dst, off_t dst_off, uint64_t len) {
   loff_t in = src_off;
   loff_t out = dst_off;
   uint64_t left = len;
-  // In-kernel first (reflinks on btrfs/xfs, no user-space copy elsewhere). Filesystems or kernels
-  // that cannot do it say so with one of these errnos, and the loop below takes over where it
-  // stopped.
+  // In-kernel first (reflinks on btrfs/xfs, no user-space copy elsewhere). Where the kernel or
+  // filesystem cannot, it says so with one of these errnos and the loop below takes over.
   while (left > 0) {
     size_t chunk = static_cast<size_t>(std::min<uint64_t>(left, 1ull << 30));
     ssize_t n = ::copy_file_range(src, &in, dst, &out, chunk, 0);
@@ -155,8 +154,7 @@ Status ClearDir(const std::string& dir) {
   while (struct dirent* e = ::readdir(d)) {
     std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
-    // The directory is meant to be flat; an empty subdirectory goes too, anything deeper is
-    // reported.
+    // The directory is meant to be flat: an empty subdirectory goes too, a full one is an error.
     int flags = e->d_type == DT_DIR ? AT_REMOVEDIR : 0;
     if (::unlinkat(dirfd(d), e->d_name, flags) != 0 && errno != ENOENT && first_error.ok()) {
       first_error = ErrnoError("remove " + dir + "/" + std::string(name), errno);
@@ -178,8 +176,7 @@ Status WriteStringToFile(const std::string& path, std::string_view data) {
 Result<std::string> ReadFileToString(const std::string& path) {
   ASSIGN_OR_RETURN(ScopedFd fd, OpenFile(path, O_RDONLY));
   std::string out;
-  // Read to end of file rather than trusting fstat, which is 0 for /proc files and races with
-  // writers.
+  // Read to end of file: fstat says 0 for /proc files and races with writers.
   constexpr size_t kChunk = 64 << 10;
   for (;;) {
     size_t old = out.size();

@@ -89,8 +89,7 @@ void SqliteStmt::Reset() {
 int64_t SqliteStmt::ColumnInt64(int col) const { return sqlite3_column_int64(stmt_, col); }
 
 std::string SqliteStmt::ColumnBlob(int col) const {
-  // The pointer first, then the size: the documented order that avoids a type conversion in
-  // between.
+  // Pointer first, then size: the documented order that avoids a conversion in between.
   const void* p = sqlite3_column_blob(stmt_, col);
   int n = sqlite3_column_bytes(stmt_, col);
   if (p == nullptr || n <= 0) return std::string();
@@ -131,8 +130,7 @@ SqliteDb::~SqliteDb() { Close().IgnoreError(); }  // callers that care call Clos
 
 Status SqliteDb::Close() {
   if (db_ == nullptr) return Status::Ok();
-  // close_v2 defers the close until outstanding statements are finalized instead of failing with
-  // BUSY.
+  // close_v2 waits for outstanding statements to be finalized instead of failing with BUSY.
   int rc = sqlite3_close_v2(db_);
   sqlite3* old = std::exchange(db_, nullptr);
   return rc == SQLITE_OK ? Status::Ok() : SqliteError(old, rc, "close");

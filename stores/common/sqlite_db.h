@@ -41,8 +41,7 @@ class SqliteStmt {
   SqliteStmt& operator=(const SqliteStmt&) = delete;
   ~SqliteStmt();
 
-  // Parameters are numbered from 1. Values are copied (SQLITE_TRANSIENT), so arguments may die
-  // after.
+  // Parameters are numbered from 1. Values are copied (SQLITE_TRANSIENT): arguments may die.
   Status BindInt64(int index, int64_t value);
   Status BindBlob(int index,
                   std::string_view value);  // an empty view binds an empty BLOB, not NULL

@@ -41,8 +41,7 @@ Status StagedFile::MoveBack() {
   if (::renameat2(AT_FDCWD, moved_to_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) != 0) {
     int err = errno;
     if (err != EINVAL && err != ENOSYS) return ErrnoError("rename " + moved_to_ + " back", err);
-    // The filesystem cannot do NOREPLACE; a collision with a fresh random name is not worth a
-    // failure.
+    // No NOREPLACE on this filesystem; a collision with a fresh random name is too unlikely.
     if (::rename(moved_to_.c_str(), path_.c_str()) != 0) {
       return ErrnoError("rename " + moved_to_ + " back", errno);
     }

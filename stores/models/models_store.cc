@@ -25,8 +25,7 @@ constexpr int kSchemaVersion = 1;
 // rowid is version_id, so it serves "newest", "at time" and "oldest first" without a sort; a
 // separate index on those columns would be an exact duplicate. AUTOINCREMENT on both tables: model
 // ids are never reused (NeurDB semantics), and version ids name blob files, which must never be
-// reused either. retired_model remembers deleted ids so that CreateModelWithId cannot bring one
-// back.
+// reused either. retired_model remembers deleted ids, which CreateModelWithId refuses.
 constexpr char kSchemaV1[] = R"sql(
 CREATE TABLE model(
   model_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -123,8 +122,7 @@ class BlobMoves {
   void Add(Moved m) { moved_.push_back(m); }
   const std::vector<Moved>& moved() const { return moved_; }
   void Committed() { moved_.clear(); }
-  // A blob that cannot be moved back stays an orphan until the next Open(); its staged file is
-  // lost.
+  // A blob that cannot be moved back is an orphan until the next Open(); its staged file is lost.
   Status Undo() {
     Status first;
     for (auto it = moved_.rbegin(); it != moved_.rend(); ++it) {
@@ -710,8 +708,7 @@ Result<CommitOutcome> ModelStore::CommitLayer(int64_t model_id, int64_t layer_id
   }
   ASSIGN_OR_RETURN(uint64_t size, staged.Size());
 
-  // version_id of the reference that the staged bytes were found to differ from (0: there was none;
-  // version ids start at 1).
+  // version_id of the reference the staged bytes differ from; 0: none (version ids start at 1).
   std::optional<int64_t> differs_from;
   bool synced = false;
   for (;;) {
