@@ -140,6 +140,19 @@ Ino Core::AddNode(Ino parent, const std::string& name, Path path, const NodeAttr
   return ino;
 }
 
+Core::Node* Core::MoveName(Ino ino, Ino new_parent, const std::string& new_name, const Path& path) {
+  DetachName(CurrentIno(new_parent, new_name));
+  Node* n = FindNode(ino);
+  if (n == nullptr) return nullptr;
+  DetachName(ino);
+  n->parent = new_parent;
+  n->name = new_name;
+  n->path = path;
+  n->attached = true;
+  names_[{new_parent, new_name}] = ino;
+  return n;
+}
+
 Core::Pending* Core::FindPending(const std::string& key) {
   auto it = pending_.find(key);
   return it == pending_.end() ? nullptr : it->second.get();
@@ -599,16 +612,7 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
         // One temporary name to another: nothing reaches the store.
         pending_[to_key] = std::move(pending_[from_key]);
         pending_.erase(from_key);
-        Ino ino = CurrentIno(parent, name);
-        DetachName(CurrentIno(new_parent, new_name));
-        if (Node* n = FindNode(ino)) {
-          DetachName(ino);
-          n->parent = new_parent;
-          n->name = new_name;
-          n->path = to;
-          n->attached = true;
-          names_[{new_parent, new_name}] = ino;
-        }
+        MoveName(CurrentIno(parent, name), new_parent, new_name, to);
         return Status::Ok();
       }
     }
@@ -633,18 +637,11 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     std::lock_guard lock(mu_);
     pending_.erase(from_key);
     Ino ino = CurrentIno(parent, name);
-    DetachName(CurrentIno(new_parent, new_name));
-    if (Node* n = FindNode(ino)) {
-      // The kernel moved its dentry onto this inode; it now stands for the committed bytes, which are
-      // the bytes it was written with (its pages were never cached: writes are direct I/O).
-      DetachName(ino);
-      n->parent = new_parent;
-      n->name = new_name;
-      n->path = to;
+    // The kernel moved its dentry onto this inode; it now stands for the committed bytes, which are
+    // the bytes it was written with (its pages were never cached: writes are direct I/O).
+    if (Node* n = MoveName(ino, new_parent, new_name, to)) {
       n->pending = false;
       n->attr = attr;
-      n->attached = true;
-      names_[{new_parent, new_name}] = ino;
     }
   }
   InvalidateVanished({from[0]}, vanished);

@@ -167,6 +167,8 @@ class Core {
   Ino CurrentIno(Ino parent, const std::string& name);         // (mu_) 0 when none
   Ino AddNode(Ino parent, const std::string& name, Path path, const NodeAttr& attr);  // (mu_)
   void DetachName(Ino ino);                                    // (mu_)
+  // Points (new_parent, new_name) at ino, as the kernel does after a rename. (mu_)
+  Node* MoveName(Ino ino, Ino new_parent, const std::string& new_name, const Path& path);
   Result<Path> ChildPath(Ino parent, const std::string& name); // locks mu_
   Result<NodeAttr> StatPath(const Path& path);                 // pending or folder
   Pending* FindPending(const std::string& key);                // (mu_)
