@@ -483,9 +483,13 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
       return AttrOut{MakeStat(ino, fresh), 0};
     }
   }
-  if (in.mtime && ws && pending) {
-    std::lock_guard wl(ws->mu);
-    ws->mtime = *in.mtime;
+  // A time set on a file being written (rsync before its rename, cp -p through the open handle) is
+  // kept with the staged bytes and offered to the folder at commit.
+  std::shared_ptr<WriteState> timed = handle && handle->write ? handle->ws
+                                      : (pending || open_writers > 0) ? ws : nullptr;
+  if (in.mtime && timed) {
+    std::lock_guard wl(timed->mu);
+    timed->mtime = *in.mtime;
   }
   // Modes, owners and times of committed entries are the store's: changing them is accepted (so that
   // rsync -a and cp -p work) and not kept. Staged files keep them until their commit.

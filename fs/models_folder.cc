@@ -216,7 +216,14 @@ Status ModelsFolder::Commit(const Path& p, StagedFile& staged, const CommitConte
     // keeps the new version the newest; otherwise the version gets the current time.
     auto newest = store_->NewestVersion(id, layer);
     int64_t t = ToMicros(*ctx.mtime);
-    if (!newest.ok() || t > newest->create_time_us) opts.create_time_us = t;
+    if (newest.ok()) {
+      // Bytes equal to the newest version add nothing, whatever time they carry.
+      ASSIGN_OR_RETURN(ScopedFd current, store_->OpenVersion(*newest));
+      ASSIGN_OR_RETURN(bool same, SameContent(staged.fd(), current.get()));
+      if (same) return Status::Ok();
+    }
+    // Times a history name cannot carry (before 1970) fall back to the current time.
+    if (t >= 0 && (!newest.ok() || t > newest->create_time_us)) opts.create_time_us = t;
   }
   ASSIGN_OR_RETURN(models::CommitOutcome out, store_->CommitLayer(id, layer, staged, opts));
   if (out.added) {

@@ -76,6 +76,21 @@ TEST_F(ModelsE2E, CpAddsVersionAndIdenticalCpAddsNothing) {
   EXPECT_EQ(Ok("cat " + M() + "/models/2/meta"), "{\"name\": \"renamed\"}");
 }
 
+TEST_F(ModelsE2E, CpPreserveTimeNamesTheVersionAndIdenticalBytesStillAddNothing) {
+  Ok("head -c 5000 /dev/urandom > " + dir_ + "/p.bin");
+  Ok("cp " + dir_ + "/p.bin " + M() + "/models/2/layers/6");
+  EXPECT_EQ(Versions("2", 6), 1);
+  Ok("touch -d '2031-02-03 04:05:06 UTC' " + dir_ + "/p.bin");
+  Ok("cp -p " + dir_ + "/p.bin " + M() + "/models/2/layers/6");
+  EXPECT_EQ(Versions("2", 6), 1) << "identical bytes with a newer time add nothing";
+  Ok("head -c 5000 /dev/urandom > " + dir_ + "/q.bin");
+  Ok("touch -d '2031-02-03 04:05:06 UTC' " + dir_ + "/q.bin");
+  Ok("cp -p " + dir_ + "/q.bin " + M() + "/models/2/layers/6");
+  EXPECT_EQ(Versions("2", 6), 2);
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/history/6 | tail -1"), "2031-02-03T04:05:06.000000Z\n");
+  EXPECT_EQ(Ok("TZ=UTC stat -c %y " + M() + "/models/2/layers/6"), "2031-02-03 04:05:06.000000000 +0000\n");
+}
+
 TEST_F(ModelsE2E, DdConvNotruncOverwritesInPlace) {
   Ok("head -c 65536 /dev/urandom > " + dir_ + "/a.bin");
   Ok("cp " + dir_ + "/a.bin " + M() + "/models/2/layers/3");
