@@ -1046,7 +1046,13 @@ Status Core::Fsync(uint64_t fh, bool datasync) {
   return folder->Sync();
 }
 
+// Only user.* attributes exist here. Other namespaces (security.selinux, system.posix_acl_*) answer
+// ENOTSUP rather than ENODATA: tools such as ls -l then stop asking for the rest of the filesystem,
+// instead of paying two round trips per file.
+static bool IsUserXattr(const std::string& name) { return name.rfind("user.", 0) == 0; }
+
 Result<std::string> Core::GetXattr(Ino ino, const std::string& name) {
+  if (!IsUserXattr(name)) return NotSupported("extended attribute " + name + ": only user.* exist here");
   if (name.rfind(kXattrPrefix, 0) != 0) return NotFound("no such attribute");
   Path path;
   {

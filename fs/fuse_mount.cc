@@ -12,6 +12,8 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <sys/stat.h>
+
 #include <thread>
 
 #include "fs/errno_map.h"
@@ -363,7 +365,9 @@ void OnSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   auto r = C(req).GetXattr(ino, name);
   if (!r.ok()) {
+    // Absent and unsupported attributes are everyday answers, not events worth a log line.
     if (r.status().code() == StatusCode::kNotFound) return (void)fuse_reply_err(req, ENODATA);
+    if (r.status().code() == StatusCode::kNotSupported) return (void)fuse_reply_err(req, ENOTSUP);
     return ReplyError(req, "getxattr", r.status());
   }
   if (size == 0) return (void)fuse_reply_xattr(req, r->size());
@@ -385,6 +389,34 @@ void OnRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Status st = C(req).RemoveXattr(ino, name);
   if (!st.ok()) return ReplyError(req, "removexattr", st);
   fuse_reply_err(req, 0);
+}
+
+// The mount's device number, from /proc/self/mountinfo: stat() on the mount point would ask this very
+// daemon, which is not serving yet.
+std::string MountDevice(const std::string& mountpoint) {
+  FILE* f = fopen("/proc/self/mountinfo", "re");
+  if (f == nullptr) return "";
+  char line[4096];
+  std::string dev;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    char majmin[64], mnt[2048];
+    if (sscanf(line, "%*s %*s %63s %*s %2047s", majmin, mnt) == 2 && mountpoint == mnt) dev = majmin;
+  }
+  fclose(f);
+  return dev;
+}
+
+void SetReadahead(const std::string& mountpoint, unsigned kb) {
+  if (kb == 0) return;
+  std::string dev = MountDevice(mountpoint);
+  std::string path = "/sys/class/bdi/" + dev + "/read_ahead_kb";
+  FILE* f = dev.empty() ? nullptr : fopen(path.c_str(), "we");
+  if (f == nullptr) {
+    LogInfo("readahead left at the kernel default: cannot open " + path + " (" + strerror(errno) + ")");
+    return;
+  }
+  fprintf(f, "%u\n", kb);
+  if (fclose(f) != 0) LogInfo("readahead left at the kernel default: " + path + ": " + strerror(errno));
 }
 
 fuse_lowlevel_ops MakeOps() {
@@ -456,12 +488,24 @@ Status ServeMount(Core& core, const MountOptions& options,
   {
     FuseInvalidator invalidator(se);
     core.SetInvalidator(&invalidator);
-    ready(Status::Ok());
+    // Ready means a request has gone through: stat() of the root waits for the kernel to finish INIT
+    // (served by the loop below). Readahead is set after INIT, which would otherwise lower it again.
+    std::thread confirm([&] {
+      struct stat st;
+      if (stat(options.mountpoint.c_str(), &st) != 0) {
+        ready(ErrnoError(options.mountpoint + ": mounted but not answering", errno));
+        fuse_session_exit(se);
+        return;
+      }
+      SetReadahead(options.mountpoint, options.readahead_kb);
+      ready(Status::Ok());
+    });
     fuse_loop_config* config = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(config, 0);
     fuse_loop_cfg_set_max_threads(config, options.max_threads);
     fuse_loop_cfg_set_idle_threads(config, 4);
     rc = fuse_session_loop_mt(se, config);
+    confirm.join();
     fuse_loop_cfg_destroy(config);
     core.SetInvalidator(nullptr);
   }

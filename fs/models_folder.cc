@@ -122,14 +122,11 @@ Result<std::vector<DirEntry>> ModelsFolder::List(const Path& dir) {
     return out;
   }
   if (dir.size() == 2) {
-    ASSIGN_OR_RETURN(auto layers, store_->ListLayers(id));
-    for (int64_t layer : layers) {
-      ASSIGN_OR_RETURN(models::VersionInfo v, store_->NewestVersion(id, layer));
-      if (dir[1] == "layers") {
-        out.push_back({std::to_string(layer), VersionFile(v, true)});
-      } else {
-        out.push_back({std::to_string(layer), Dir(v.create_time_us)});
-      }
+    ASSIGN_OR_RETURN(auto newest, store_->ListNewestVersions(id));
+    out.reserve(newest.size());
+    for (const auto& v : newest) {
+      out.push_back({std::to_string(v.layer_id),
+                     dir[1] == "layers" ? VersionFile(v, true) : Dir(v.create_time_us)});
     }
     return out;
   }

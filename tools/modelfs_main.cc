@@ -103,6 +103,10 @@ int RunMount(MountArgs a) {
     while (std::getline(ss, o, ',')) {
       if (o.empty()) continue;
       if (o == "ro") read_only = true;
+      if (o.rfind("readahead_kb=", 0) == 0) {
+        mo.readahead_kb = static_cast<unsigned>(strtoul(o.c_str() + 13, nullptr, 10));
+        continue;
+      }
       mo.fuse_options.push_back(o);
       if (o == "allow_other") mo.fuse_options.push_back("default_permissions");
     }
@@ -196,12 +200,16 @@ int RunUmount(const std::string& mp_arg) {
   int wst = 0;
   waitpid(child, &wst, 0);
   if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) return Fail(mountpoint + ": fusermount3 -u failed");
-  // Unmounted; wait for the daemon to finish syncing so that everything acknowledged is durable.
-  if (pid > 0) {
-    for (int i = 0; i < 6000 && kill(pid, 0) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Unmounted; wait for the daemon to finish syncing so that everything acknowledged is durable. Its
+  // lock on the data directory goes when the process ends (an exited process that its parent has not
+  // reaped yet still answers kill(pid, 0), so that is no test).
+  auto lock = OpenFile(*data + "/lock", O_RDWR | O_CLOEXEC);
+  if (lock.ok()) {
+    int i = 0;
+    for (; i < 12000 && flock(lock->get(), LOCK_EX | LOCK_NB) != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (kill(pid, 0) == 0) return Fail("daemon " + std::to_string(pid) + " still running after 60 s");
+    if (i == 12000) return Fail("daemon " + std::to_string(pid) + " still running after 60 s");
   }
   return 0;
 }
@@ -297,7 +305,7 @@ int main(int argc, char** argv) {
   mount->add_option("--data", ma.data, "Data directory (default $MODELFS_DATA, else $XDG_DATA_HOME/modelfs)");
   mount->add_option("mountpoint", ma.mountpoint, "Existing empty folder")->required();
   mount->add_flag("-f,--foreground", ma.foreground, "Stay in the foreground, log to stderr");
-  mount->add_option("-o", ma.options, "Mount options: ro, allow_other, and libfuse's (comma-separated)");
+  mount->add_option("-o", ma.options, "Mount options: ro, allow_other, readahead_kb=N (default 1024), and libfuse's");
 
   std::string umount_point;
   auto* umount = app.add_subcommand("umount", "Unmount cleanly; returns once all is durable");

@@ -404,35 +404,42 @@ Result<int64_t> ModelStore::SaveModel(std::string_view meta,
     return TooLarge("model metadata of " + std::to_string(meta.size()) + " bytes exceeds " +
                     std::to_string(kMaxMetaBytes));
   }
-  // Layers are staged before taking the lock: writing them is the slow part.
-  std::vector<std::unique_ptr<StagedFile>> staged;
-  for (const std::string& bytes : layers) {
-    ASSIGN_OR_RETURN(auto file, StagedFile::Create(staging_dir_));
-    RETURN_IF_ERROR(PwriteFull(file->fd(), bytes.data(), bytes.size(), 0));
-    staged.push_back(std::move(file));
-  }
-
   std::lock_guard lock(impl_->mu_);
   SqliteDb& db = impl_->db_;
   // The CommitLayer protocol (steps 3-5) for every layer in one transaction, so that the model
-  // appears whole or not at all. BlobMoves is declared after the transaction: on an error return
-  // its undo runs first, then the rollback.
+  // appears whole or not at all. The bytes come from memory, so undoing a failure means removing
+  // the blobs made so far; each staged file is closed once renamed, so a model may have more layers
+  // than the process may open files.
   ASSIGN_OR_RETURN(SqliteTransaction txn,
                    SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
-  BlobMoves moves;
+  std::vector<int64_t> made;
+  auto undo = [&](Status st) {
+    txn.Rollback().IgnoreError();  // a rollback error leaves nothing to do: the next Open() repairs
+    impl_->UnlinkBlobs(made);
+    return st;
+  };
   int64_t now = NowMicros();
-  RETURN_IF_ERROR(db.Run("INSERT INTO model(meta, create_time, change_time, meta_time) "
-                         "VALUES(?1, ?2, ?2, ?2)",
-                         SqlBlob{meta}, now)
-                      .status());
+  Status st = db.Run("INSERT INTO model(meta, create_time, change_time, meta_time) "
+                     "VALUES(?1, ?2, ?2, ?2)",
+                     SqlBlob{meta}, now)
+                  .status();
+  if (!st.ok()) return undo(st);
   int64_t model_id = db.LastInsertRowid();
-  for (size_t i = 0; i < staged.size(); ++i) {
-    RETURN_IF_ERROR(impl_
-                        ->AddVersionLocked(model_id, static_cast<int64_t>(i), std::nullopt,
-                                           *staged[i], layers[i].size(), moves)
-                        .status());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto file = StagedFile::Create(staging_dir_);
+    if (!file.ok()) return undo(file.status());
+    st = PwriteFull((*file)->fd(), layers[i].data(), layers[i].size(), 0);
+    if (!st.ok()) return undo(st);
+    BlobMoves moves;
+    auto v = impl_->AddVersionLocked(model_id, static_cast<int64_t>(i), std::nullopt, **file,
+                                     layers[i].size(), moves);
+    if (!v.ok()) return undo(v.status());
+    made.push_back(v->version_id);
+    moves.Committed();  // from here on the undo is the unlink above
   }
-  RETURN_IF_ERROR(impl_->CommitLocked(txn, moves, /*durable=*/false));
+  st = txn.Commit();
+  if (!st.ok()) return undo(st);
+  impl_->unsynced_blobs_.insert(impl_->unsynced_blobs_.end(), made.begin(), made.end());
   return model_id;
 }
 
@@ -638,6 +645,33 @@ Result<std::vector<VersionInfo>> ModelStore::ListVersions(int64_t model_id, int6
     ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
     out.push_back(VersionFromRow(s));
+  }
+  return out;  // the read transaction ends with the scope
+}
+
+Result<std::vector<VersionInfo>> ModelStore::ListNewestVersions(int64_t model_id) {
+  std::lock_guard lock(impl_->mu_);
+  SqliteDb& db = impl_->db_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn,
+                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kDeferred));
+  ASSIGN_OR_RETURN(bool exists, impl_->ModelExistsLocked(model_id));
+  if (!exists) return NoSuchModel(model_id);
+  // One pass over the (model_id, layer_id, create_time) index: the last row of each layer is its
+  // newest (create_time is unique per layer), so listing a folder of N layers is one query, not N.
+  ASSIGN_OR_RETURN(SqliteStmt s,
+                   db.Prepare(std::string(kSelectVersion) + "WHERE model_id=?1 "
+                                                            "ORDER BY layer_id, create_time"));
+  RETURN_IF_ERROR(s.Bind(model_id));
+  std::vector<VersionInfo> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    VersionInfo v = VersionFromRow(s);
+    if (!out.empty() && out.back().layer_id == v.layer_id) {
+      out.back() = v;
+    } else {
+      out.push_back(v);
+    }
   }
   return out;  // the read transaction ends with the scope
 }

@@ -111,6 +111,9 @@ class ModelStore {
   // Versions of a layer, oldest first. NotFound when the model does not exist; empty when the layer
   // has no versions.
   Result<std::vector<VersionInfo>> ListVersions(int64_t model_id, int64_t layer_id);
+  // The newest version of every layer that has one, ascending layer id (one query). NotFound when
+  // the model does not exist.
+  Result<std::vector<VersionInfo>> ListNewestVersions(int64_t model_id);
   // NotFound when the model or the layer does not exist.
   Result<VersionInfo> NewestVersion(int64_t model_id, int64_t layer_id);
   // The version with exactly this create_time. NotFound when none.

@@ -1,5 +1,6 @@
 // /models through a real mount, driven by cp, cat, dd, cmp, ls, find, rsync, rm and numpy.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -260,6 +261,31 @@ TEST_F(ModelsE2E, UmountMakesEverythingDurableAndRemountShowsIt) {
   EXPECT_NE(Sh("mountpoint -q " + M()).code, 0);
   StartOrDie(*mount_);
   Ok("cmp " + dir_ + "/x.bin " + M() + "/models/1/layers/2");
+}
+
+TEST_F(ModelsE2E, SigtermUnmountsCleanlyAndKeepsEveryAcknowledgedWrite) {
+  Ok("head -c 77777 /dev/urandom > " + dir_ + "/t.bin");
+  Ok("cp " + dir_ + "/t.bin " + M() + "/models/1/layers/2");
+  ASSERT_TRUE(mount_->SignalAndWait(SIGTERM));
+  EXPECT_NE(Sh("grep -q ' " + M() + " ' /proc/mounts").code, 0) << "the daemon left its mount behind";
+  StartOrDie(*mount_);
+  Ok("cmp " + dir_ + "/t.bin " + M() + "/models/1/layers/2");
+  ASSERT_TRUE(mount_->SignalAndWait(SIGINT));
+  StartOrDie(*mount_);
+  Ok("cmp " + dir_ + "/t.bin " + M() + "/models/1/layers/2");
+}
+
+TEST_F(ModelsE2E, AllowOtherChecksPermissionsInTheKernel) {
+  mount_->Stop();
+  StartOrDie(*mount_, "-o allow_other");
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  // Others may read (0644 files, 0755 folders) ...
+  Ok(as_nobody + "cat " + M() + "/models/1/meta");
+  // ... but not write: files belong to the mounting user.
+  auto r = Sh(as_nobody + "sh -c 'echo x > " + M() + "/models/1/layers/0'");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("Permission denied"), std::string::npos) << r.out;
+  EXPECT_EQ(Versions("1", 0), 2);
 }
 
 TEST_F(ModelsE2E, InodeTableStaysBoundedUnderFind) {

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,11 +80,29 @@ class Mount {
   void Crash() {
     pid_t pid = Pid();
     if (pid > 0) kill(pid, SIGKILL);
-    for (int i = 0; i < 500 && pid > 0 && kill(pid, 0) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    WaitForExit();
     Sh("fusermount3 -uz " + mnt_);
     mounted_ = false;
+  }
+  // Waits until no process holds the data directory's lock (the daemon has exited; a zombie that is
+  // not reaped yet still answers kill(pid, 0), so that is no test).
+  bool WaitForExit() {
+    int fd = open((data_ + "/lock").c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return true;
+    bool free = false;
+    for (int i = 0; i < 3000 && !(free = flock(fd, LOCK_EX | LOCK_NB) == 0); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    close(fd);
+    return free;
+  }
+  // Sends a signal to the daemon and waits for it to exit (it unmounts itself on SIGTERM/SIGINT).
+  bool SignalAndWait(int sig) {
+    pid_t pid = Pid();
+    if (pid <= 0 || kill(pid, sig) != 0) return false;
+    if (!WaitForExit()) return false;
+    mounted_ = false;
+    return true;
   }
   const std::string& mnt() const { return mnt_; }
   const std::string& data() const { return data_; }

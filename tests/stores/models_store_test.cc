@@ -1,5 +1,6 @@
 #include "stores/models/models_store.h"
 
+#include <sys/resource.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -684,6 +685,60 @@ TEST(HistoryTimeTest, RejectsEverythingElse) {
   std::string with_nul("2024-01-01T00:00:00.000000Z");
   with_nul[5] = '\0';
   EXPECT_FALSE(ParseHistoryTime(with_nul).ok());
+}
+
+}  // namespace
+}  // namespace modelfs::models
+
+namespace modelfs::models {
+namespace {
+
+class ModelStoreListingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(tmp_.ok());
+    auto store = ModelStore::Open(tmp_.Sub("store"));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = std::move(store).value();
+  }
+  modelfs::testing::TempDir tmp_;
+  std::unique_ptr<ModelStore> store_;
+};
+
+TEST_F(ModelStoreListingTest, ListNewestVersionsGivesTheNewestOfEachLayerInOneCall) {
+  auto id = store_->SaveModel("m", {"a0", "b0", "c0"});
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(store_->UpdateModel(*id, 1, "b1").ok());
+  ASSERT_TRUE(store_->UpdateModel(*id, 1, "b22").ok());
+  ASSERT_TRUE(store_->UpdateModel(*id, 7, "h").ok());
+  auto newest = store_->ListNewestVersions(*id);
+  ASSERT_TRUE(newest.ok());
+  std::vector<std::pair<int64_t, uint64_t>> got;
+  for (auto& v : *newest) got.emplace_back(v.layer_id, v.size);
+  EXPECT_EQ(got, (std::vector<std::pair<int64_t, uint64_t>>{{0, 2}, {1, 3}, {2, 2}, {7, 1}}));
+  for (auto& v : *newest) {
+    auto n = store_->NewestVersion(*id, v.layer_id);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(n->version_id, v.version_id);
+  }
+  EXPECT_EQ(store_->ListNewestVersions(*id + 100).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ModelStoreListingTest, SaveModelWithMoreLayersThanOpenFilesAllowed) {
+  rlimit old;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = 64;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<std::string> layers;
+  for (int i = 0; i < 500; ++i) layers.push_back("layer " + std::to_string(i));
+  auto id = store_->SaveModel("many", layers);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto loaded = store_->LoadModel(*id);
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->layers.size(), 500u);
+  EXPECT_EQ(loaded->layers[499].second, "layer 499");
 }
 
 }  // namespace
