@@ -278,6 +278,7 @@ TEST_F(ModelsE2E, SigtermUnmountsCleanlyAndKeepsEveryAcknowledgedWrite) {
 TEST_F(ModelsE2E, AllowOtherChecksPermissionsInTheKernel) {
   mount_->Stop();
   StartOrDie(*mount_, "-o allow_other");
+  Ok("chmod 755 " + dir_);  // mkdtemp made it 0700: others could not even reach the mount point
   const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   // Others may read (0644 files, 0755 folders) ...
   Ok(as_nobody + "cat " + M() + "/models/1/meta");
