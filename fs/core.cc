@@ -136,8 +136,31 @@ Ino Core::AddNode(Ino parent, const std::string& name, Path path, const NodeAttr
   n->attached = true;
   Ino ino = n->ino;
   names_[{parent, name}] = ino;
+  if (attr.type == NodeType::kDir) dir_nodes_.insert(ino);
   nodes_[ino] = std::move(n);
   return ino;
+}
+
+void Core::EraseNode(Ino ino) {
+  dir_nodes_.erase(ino);
+  nodes_.erase(ino);
+}
+
+void Core::InvalidateListings(const Path& path, bool wait) {
+  if (invalidator_ == nullptr || path.empty()) return;
+  const size_t depth = std::min<size_t>(path.size(), 2);
+  std::vector<Ino> dirs;
+  {
+    std::lock_guard lock(mu_);
+    for (Ino ino : dir_nodes_) {
+      Node* n = FindNode(ino);
+      if (n != nullptr && n->path.size() >= depth &&
+          std::equal(path.begin(), path.begin() + depth, n->path.begin())) {
+        dirs.push_back(ino);
+      }
+    }
+  }
+  for (Ino ino : dirs) invalidator_->InvalidateInode(ino, wait);
 }
 
 Core::Node* Core::MoveName(Ino ino, Ino new_parent, const std::string& new_name, const Path& path) {
@@ -316,7 +339,7 @@ void Core::Forget(Ino ino, uint64_t nlookup) {
   n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
   if (n->nlookup == 0 && n->open_writers == 0) {
     DetachName(ino);
-    nodes_.erase(ino);
+    EraseNode(ino);
   }
 }
 
@@ -479,6 +502,7 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
       RETURN_IF_ERROR(CommitState(path, tmp, &vanished));
       ASSIGN_OR_RETURN(NodeAttr fresh, StatPath(path));
       InvalidateVanished({path[0]}, vanished);
+      InvalidateListings(path, /*wait=*/false);
       std::lock_guard lock(mu_);
       return AttrOut{MakeStat(ino, fresh), 0};
     }
@@ -523,6 +547,7 @@ Result<EntryOut> Core::MakeDir(Ino parent, const std::string& name) {
     p->mtime = Now();
     pending_[JoinPath(path)] = std::move(p);
   }
+  InvalidateListings(path, /*wait=*/false);
   return Lookup(parent, name);
 }
 
@@ -558,6 +583,7 @@ Status Core::Unlink(Ino parent, const std::string& name) {
     }
   }
   InvalidateVanished({path[0]}, vanished);
+  InvalidateListings(path, /*wait=*/false);
   return Status::Ok();
 }
 
@@ -588,6 +614,7 @@ Status Core::RemoveDir(Ino parent, const std::string& name) {
     DetachName(CurrentIno(parent, name));
   }
   InvalidateVanished({path[0]}, vanished);
+  InvalidateListings(path, /*wait=*/false);
   return Status::Ok();
 }
 
@@ -649,6 +676,7 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     }
   }
   InvalidateVanished({from[0]}, vanished);
+  InvalidateListings(to, /*wait=*/false);  // rename holds the folders' locks: queue, do not wait
   return Status::Ok();
 }
 
@@ -743,7 +771,7 @@ void Core::ReleaseDir(uint64_t dh) {
     Node* n = FindNode(ino);
     if (n != nullptr && n->nlookup == 0 && n->open_writers == 0) {
       DetachName(ino);
-      nodes_.erase(ino);
+      EraseNode(ino);
     }
   }
   dir_handles_.erase(it);
@@ -976,16 +1004,16 @@ Status Core::FlushHandle(uint64_t fh, bool at_release) {
         n->pending = false;
         if (attr.ok()) n->attr = *attr;
       }
-      return Status::Ok();
     }
     // A committed file got new bytes: the name moves to a new inode at the next lookup; readers of the
     // old inode keep their snapshot and its cached pages.
-    if (n != nullptr && attr.ok() && !SameContent(n->attr, *attr)) DetachName(h->ino);
+    else if (n != nullptr && attr.ok() && !SameContent(n->attr, *attr)) DetachName(h->ino);
   }
   // Flush is not among the requests that hold the parent's lock, so waiting here is safe, and it
   // means the next open after close() sees the new bytes.
-  if (invalidator_) invalidator_->InvalidateEntry(parent, name, /*wait=*/true);
+  if (invalidator_ && !pending) invalidator_->InvalidateEntry(parent, name, /*wait=*/true);
   InvalidateVanished({path[0]}, vanished);
+  InvalidateListings(path, /*wait=*/true);
   return Status::Ok();
 }
 
@@ -1018,7 +1046,7 @@ void Core::Release(uint64_t fh) {
   if (--n->open_writers == 0 && !n->pending) n->ws.reset();
   if (n->nlookup == 0 && n->open_writers == 0) {
     DetachName(n->ino);
-    nodes_.erase(n->ino);
+    EraseNode(n->ino);
   }
 }
 

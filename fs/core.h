@@ -30,6 +30,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -49,6 +50,8 @@ class EntryInvalidator {
   // wait=false queues the request; wait=true returns once the kernel has dropped the entry (only from
   // requests that do not hold the parent's lock: flush, release).
   virtual void InvalidateEntry(Ino parent, const std::string& name, bool wait) = 0;
+  // Drops an inode's cached attributes and pages (for a directory: its cached listing).
+  virtual void InvalidateInode(Ino ino, bool wait) = 0;
 };
 
 struct CoreOptions {
@@ -179,6 +182,10 @@ class Core {
   Status CommitState(const Path& path, WriteState& ws, Vanished* vanished);  // ws.mu held
   Status EnsureStaged(const Path& path, WriteState& ws, bool truncate);      // ws.mu held
   void InvalidateVanished(const Path& changed_dir_path, const Vanished& vanished);
+  // Folder listings below path[0]/path[1] (e.g. one model) may have changed as a side effect of a
+  // change at path: drops the kernel's cached listings and attributes of the known folders there.
+  void InvalidateListings(const Path& path, bool wait);
+  void EraseNode(Ino ino);  // (mu_)
   Result<Ino> LookupPathIno(const Path& path);  // (mu_) ino of a path if known
   static bool IsTemporaryName(const std::string& name) { return !name.empty() && name[0] == '.'; }
 
@@ -189,6 +196,7 @@ class Core {
 
   std::mutex mu_;
   std::unordered_map<Ino, std::unique_ptr<Node>> nodes_;                 // (mu_)
+  std::set<Ino> dir_nodes_;                                              // (mu_) folders among nodes_
   std::map<std::pair<Ino, std::string>, Ino> names_;                     // (mu_)
   std::map<std::string, std::unique_ptr<Pending>> pending_;              // (mu_) key: joined path
   std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_;        // (mu_)

@@ -46,9 +46,27 @@ class FuseInvalidator : public EntryInvalidator {
     }
     cv_.notify_one();
   }
+  void InvalidateInode(Ino ino, bool wait) override {
+    if (wait) {
+      SendInode(ino);
+      return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      queue_.emplace_back(ino, std::string());  // an empty name stands for the inode itself
+    }
+    cv_.notify_one();
+  }
 
  private:
+  void SendInode(Ino ino) {
+    int rc = fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+    if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN) {
+      LogError("invalidate inode " + std::to_string(ino) + ": " + strerror(-rc));
+    }
+  }
   void Send(Ino parent, const std::string& name) {
+    if (name.empty()) return SendInode(parent);
     // -ENOENT (the kernel had no such entry) is the common, harmless case.
     int rc = fuse_lowlevel_notify_inval_entry(se_, parent, name.data(), name.size());
     if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN) {
@@ -275,7 +293,10 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto r = C(req).OpenDir(ino);
   if (!r.ok()) return ReplyError(req, "opendir", r.status());
   fi->fh = *r;
-  fi->cache_readdir = 0;
+  // The kernel may keep listings: it drops them itself when it changes a folder, and the core drops
+  // them (InvalidateListings) when a folder changes as a side effect of a change elsewhere.
+  fi->cache_readdir = 1;
+  fi->keep_cache = 1;
   fuse_reply_open(req, fi);
 }
 

@@ -92,6 +92,31 @@ TEST_F(ModelsE2E, CpPreserveTimeNamesTheVersionAndIdenticalBytesStillAddNothing)
   EXPECT_EQ(Ok("TZ=UTC stat -c %y " + M() + "/models/2/layers/6"), "2031-02-03 04:05:06.000000000 +0000\n");
 }
 
+TEST_F(ModelsE2E, CachedListingsFollowSideEffects) {
+  // List everything first so that the kernel holds these listings in its cache.
+  Ok("ls -R " + M() + "/models/2 > /dev/null");
+  EXPECT_EQ(Versions("2", 0), 1);
+  Ok("head -c 999 /dev/urandom > " + M() + "/models/2/layers/0");
+  EXPECT_EQ(Versions("2", 0), 2) << "history/0 gained a version through a write to layers/0";
+  Ok("head -c 999 /dev/urandom > " + dir_ + "/r.bin && cp " + dir_ + "/r.bin " + M() +
+     "/models/2/history/0/2001-01-01T00:00:00.000000Z");
+  EXPECT_EQ(Versions("2", 0), 3);
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n");
+  Ok("head -c 10 /dev/urandom > " + M() + "/models/2/layers/8");
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n8\n") << "history/ gained folder 8";
+  Ok("rm " + M() + "/models/2/layers/8");
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n");
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/layers"), "0\n");
+  std::string newest = Ok("ls " + M() + "/models/2/history/0 | tail -1");
+  newest.pop_back();
+  Ok("rm " + M() + "/models/2/history/0/" + newest);
+  EXPECT_EQ(Versions("2", 0), 2);
+  // layers/0 now reads the previous newest version.
+  std::string prev = Ok("ls " + M() + "/models/2/history/0 | tail -1");
+  prev.pop_back();
+  Ok("cmp " + M() + "/models/2/layers/0 " + M() + "/models/2/history/0/" + prev);
+}
+
 TEST_F(ModelsE2E, DdConvNotruncOverwritesInPlace) {
   Ok("head -c 65536 /dev/urandom > " + dir_ + "/a.bin");
   Ok("cp " + dir_ + "/a.bin " + M() + "/models/2/layers/3");

@@ -19,7 +19,12 @@ class RecordingInvalidator : public EntryInvalidator {
     (void)parent, (void)wait;
     names.push_back(name);
   }
+  void InvalidateInode(Ino ino, bool wait) override {
+    (void)wait;
+    inodes.push_back(ino);
+  }
   std::vector<std::string> names;
+  std::vector<Ino> inodes;
 };
 
 class CoreTest : public ::testing::Test {
@@ -127,6 +132,18 @@ TEST_F(CoreTest, WriteCommitsAtFlushAndANewVersionGetsANewInode) {
   ASSERT_TRUE(fresh.ok());
   EXPECT_TRUE(fresh->keep_cache) << "an inode's bytes never change, so its cache is kept";
   core_->Release(fresh->fh);
+}
+
+TEST_F(CoreTest, ACommitDropsCachedListingsOfTheModelsFolders) {
+  Ino layers = Walk({"models", "1", "layers"});
+  ASSERT_TRUE(WriteNew(layers, "0", "v1").ok());
+  Ino history0 = Walk({"models", "1", "history", "0"});
+  ASSERT_NE(history0, 0u);
+  inv_.inodes.clear();
+  ASSERT_TRUE(WriteNew(layers, "0", "v2").ok());
+  // history/0 gained an entry although the write went to layers/0: the kernel must list it afresh.
+  EXPECT_NE(std::find(inv_.inodes.begin(), inv_.inodes.end(), history0), inv_.inodes.end());
+  EXPECT_NE(std::find(inv_.inodes.begin(), inv_.inodes.end(), layers), inv_.inodes.end());
 }
 
 TEST_F(CoreTest, ReaderKeepsItsSnapshotAcrossACommit) {
