@@ -41,6 +41,7 @@ Path Rest(const Path& p) { return Path(p.begin() + 1, p.end()); }
 
 constexpr size_t kMaxNameLength = 255;
 constexpr char kXattrPrefix[] = "user.modelfs.";
+constexpr char kInodesXattr[] = "user.modelfs.inodes";
 
 }  // namespace
 
@@ -1087,6 +1088,8 @@ Result<std::string> Core::GetXattr(Ino ino, const std::string& name) {
     std::lock_guard lock(mu_);
     Node* n = FindNode(ino);
     if (n == nullptr) return NotFound("unknown inode");
+    // The daemon's own state, on the mount's root: how many inodes it holds for the kernel.
+    if (ino == kRootIno && name == kInodesXattr) return std::to_string(nodes_.size());
     if (n->pending || n->path.size() < 2) return NotFound("no such attribute");
     path = n->path;
   }
@@ -1104,6 +1107,7 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
     std::lock_guard lock(mu_);
     Node* n = FindNode(ino);
     if (n == nullptr) return NotFound("unknown inode");
+    if (ino == kRootIno) return std::vector<std::string>{kInodesXattr};
     if (n->pending || n->path.size() < 2) return std::vector<std::string>{};
     path = n->path;
   }

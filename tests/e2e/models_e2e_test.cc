@@ -315,10 +315,22 @@ TEST_F(ModelsE2E, AllowOtherChecksPermissionsInTheKernel) {
 }
 
 TEST_F(ModelsE2E, InodeTableStaysBoundedUnderFind) {
-  for (int i = 0; i < 3; ++i) Ok("find " + M() + " > /dev/null");
-  Ok("sync; echo 2 > /proc/sys/vm/drop_caches || true");
-  // Not a count check of the kernel's cache: the daemon must still answer after repeated walks.
-  EXPECT_EQ(Ok("find " + M() + "/models -type f | wc -l"), "13\n");
+  auto inodes = [&] {
+    return atol(Ok("getfattr --only-values -n user.modelfs.inodes " + M() + " 2>/dev/null").c_str());
+  };
+  Ok("mkdir " + M() + "/models/20");
+  Ok("cd " + M() + "/models/20/layers && for i in $(seq 0 1999); do printf x > $i; done");
+  Ok("find " + M() + " > /dev/null");
+  long after_walk = inodes();
+  EXPECT_GT(after_walk, 2000) << "the walk made the kernel look up every file";
+  // When the kernel lets go of its inodes (memory pressure; here: drop_caches), so does the daemon.
+  Ok("sync && echo 2 > /proc/sys/vm/drop_caches");
+  long after_drop = 0;
+  for (int i = 0; i < 100 && (after_drop = inodes()) > 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_LT(after_drop, 100) << "forgotten inodes must leave the table";
+  EXPECT_EQ(Ok("find " + M() + "/models/20 -type f | wc -l"), "4001\n");
 }
 
 }  // namespace
