@@ -162,6 +162,26 @@ class ModelStore::Impl {
 
   // ---- The helpers below require mu_ to be held. ----
 
+  // Versions of an existing model, selected and ordered by `where_order` (kSelectVersion's tail),
+  // inside one read transaction. NotFound when the model does not exist.
+  template <typename... Args>
+  Result<std::vector<VersionInfo>> ModelVersionsLocked(int64_t model_id, std::string_view where_order,
+                                                       const Args&... args) {
+    ASSIGN_OR_RETURN(SqliteTransaction txn,
+                     SqliteTransaction::Begin(db_, SqliteTransaction::Mode::kDeferred));
+    ASSIGN_OR_RETURN(bool exists, ModelExistsLocked(model_id));
+    if (!exists) return NoSuchModel(model_id);
+    ASSIGN_OR_RETURN(SqliteStmt s, db_.Prepare(std::string(kSelectVersion) + std::string(where_order)));
+    RETURN_IF_ERROR(s.Bind(args...));
+    std::vector<VersionInfo> out;
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.push_back(VersionFromRow(s));
+    }
+    return out;  // the read transaction ends with the scope
+  }
+
   Result<bool> ModelExistsLocked(int64_t model_id) {
     ASSIGN_OR_RETURN(auto row, db_.QueryRow("SELECT 1 FROM model WHERE model_id=?1", model_id));
     return row.found;
@@ -631,49 +651,26 @@ Result<std::vector<int64_t>> ModelStore::ListLayers(int64_t model_id) {
 
 Result<std::vector<VersionInfo>> ModelStore::ListVersions(int64_t model_id, int64_t layer_id) {
   std::lock_guard lock(impl_->mu_);
-  SqliteDb& db = impl_->db_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn,
-                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kDeferred));
-  ASSIGN_OR_RETURN(bool exists, impl_->ModelExistsLocked(model_id));
-  if (!exists) return NoSuchModel(model_id);
-  ASSIGN_OR_RETURN(SqliteStmt s,
-                   db.Prepare(std::string(kSelectVersion) + "WHERE model_id=?1 AND layer_id=?2 "
-                                                            "ORDER BY create_time, version_id"));
-  RETURN_IF_ERROR(s.Bind(model_id, layer_id));
-  std::vector<VersionInfo> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    out.push_back(VersionFromRow(s));
-  }
-  return out;  // the read transaction ends with the scope
+  return impl_->ModelVersionsLocked(
+      model_id, "WHERE model_id=?1 AND layer_id=?2 ORDER BY create_time, version_id", model_id,
+      layer_id);
 }
 
 Result<std::vector<VersionInfo>> ModelStore::ListNewestVersions(int64_t model_id) {
   std::lock_guard lock(impl_->mu_);
-  SqliteDb& db = impl_->db_;
-  ASSIGN_OR_RETURN(SqliteTransaction txn,
-                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kDeferred));
-  ASSIGN_OR_RETURN(bool exists, impl_->ModelExistsLocked(model_id));
-  if (!exists) return NoSuchModel(model_id);
   // One pass over the (model_id, layer_id, create_time) index: the last row of each layer is its
   // newest (create_time is unique per layer), so listing a folder of N layers is one query, not N.
-  ASSIGN_OR_RETURN(SqliteStmt s,
-                   db.Prepare(std::string(kSelectVersion) + "WHERE model_id=?1 "
-                                                            "ORDER BY layer_id, create_time"));
-  RETURN_IF_ERROR(s.Bind(model_id));
+  ASSIGN_OR_RETURN(auto all, impl_->ModelVersionsLocked(
+                                 model_id, "WHERE model_id=?1 ORDER BY layer_id, create_time", model_id));
   std::vector<VersionInfo> out;
-  for (;;) {
-    ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    VersionInfo v = VersionFromRow(s);
+  for (const VersionInfo& v : all) {
     if (!out.empty() && out.back().layer_id == v.layer_id) {
       out.back() = v;
     } else {
       out.push_back(v);
     }
   }
-  return out;  // the read transaction ends with the scope
+  return out;
 }
 
 Result<VersionInfo> ModelStore::NewestVersion(int64_t model_id, int64_t layer_id) {

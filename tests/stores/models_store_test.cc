@@ -19,25 +19,10 @@
 namespace modelfs::models {
 namespace {
 
+using ::modelfs::testing::Exists;
+using ::modelfs::testing::Pattern;
 using ::modelfs::testing::TempDir;
 
-#define ASSERT_OK(expr)                    \
-  do {                                     \
-    ::modelfs::Status _s = (expr);         \
-    ASSERT_TRUE(_s.ok()) << _s.ToString(); \
-  } while (0)
-
-std::string Pattern(size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1103515245u + 12345u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
 size_t CountEntries(const std::string& dir) {
   size_t n = 0;

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdint>
 
 #include <filesystem>
 #include <string>
@@ -31,4 +34,23 @@ class TempDir {
   std::string path_;
 };
 
+// Deterministic pseudo-random bytes: distinct contents for distinct seeds, reproducible failures.
+inline std::string Pattern(size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1103515245u + 12345u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+inline bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
 }  // namespace modelfs::testing
+
+#define ASSERT_OK(expr)                    \
+  do {                                     \
+    ::modelfs::Status _s = (expr);         \
+    ASSERT_TRUE(_s.ok()) << _s.ToString(); \
+  } while (0)
