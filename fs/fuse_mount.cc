@@ -1,5 +1,6 @@
 // The FUSE adapter: every request goes to one Core method and gets exactly one reply. This is the only
-// file that sees libfuse; no exception leaves it (Core methods do not throw; allocation failure aborts).
+// file that sees libfuse. No exception leaves it: Core methods return Status, and every callback is
+// noexcept, so an allocation failure terminates the daemon instead of unwinding through C code.
 #define FUSE_USE_VERSION 312
 #include "fs/fuse_mount.h"
 
@@ -112,7 +113,7 @@ fuse_entry_param ToEntry(const EntryOut& e) {
   return p;
 }
 
-void OnInit(void* userdata, fuse_conn_info* conn) {
+void OnInit(void* userdata, fuse_conn_info* conn) noexcept {
   (void)userdata;
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -133,36 +134,36 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->max_background = 64;
 }
 
-void OnDestroy(void* userdata) {
+void OnDestroy(void* userdata) noexcept {
   Status st = static_cast<Core*>(userdata)->SyncAll();
   if (!st.ok()) LogError("sync at unmount: " + st.message());
 }
 
-void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   auto r = C(req).Lookup(parent, name);
   if (!r.ok()) return ReplyError(req, "lookup", r.status());
   fuse_entry_param e = ToEntry(*r);
   fuse_reply_entry(req, &e);
 }
 
-void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+void OnForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept {
   C(req).Forget(ino, nlookup);
   fuse_reply_none(req);
 }
 
-void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+void OnForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
   for (size_t i = 0; i < count; ++i) C(req).Forget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
-void OnGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)fi;
   auto r = C(req).GetAttr(ino);
   if (!r.ok()) return ReplyError(req, "getattr", r.status());
   fuse_reply_attr(req, &r->attr, r->attr_timeout);
 }
 
-void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) noexcept {
   SetAttrIn in;
   if (to_set & FUSE_SET_ATTR_SIZE) in.size = static_cast<uint64_t>(attr->st_size);
   if (to_set & FUSE_SET_ATTR_MODE) in.mode = attr->st_mode;
@@ -181,13 +182,13 @@ void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   fuse_reply_attr(req, &r->attr, r->attr_timeout);
 }
 
-void OnReadLink(fuse_req_t req, fuse_ino_t ino) {
+void OnReadLink(fuse_req_t req, fuse_ino_t ino) noexcept {
   auto r = C(req).ReadLink(ino);
   if (!r.ok()) return ReplyError(req, "readlink", r.status());
   fuse_reply_readlink(req, r->c_str());
 }
 
-void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
   (void)mode;
   auto r = C(req).MakeDir(parent, name);
   if (!r.ok()) return ReplyError(req, "mkdir", r.status());
@@ -195,20 +196,20 @@ void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   fuse_reply_entry(req, &e);
 }
 
-void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Status st = C(req).Unlink(parent, name);
   if (!st.ok()) return ReplyError(req, "unlink", st);
   fuse_reply_err(req, 0);
 }
 
-void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Status st = C(req).RemoveDir(parent, name);
   if (!st.ok()) return ReplyError(req, "rmdir", st);
   fuse_reply_err(req, 0);
 }
 
 void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
-              const char* newname, unsigned int flags) {
+              const char* newname, unsigned int flags) noexcept {
   Status st = C(req).Rename(parent, name, newparent, newname, flags);
   if (!st.ok()) return ReplyError(req, "rename", st);
   fuse_reply_err(req, 0);
@@ -220,14 +221,14 @@ void ApplyOpen(fuse_file_info* fi, const OpenOut& o) {
   fi->keep_cache = o.keep_cache;
 }
 
-void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   auto r = C(req).Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, "open", r.status());
   ApplyOpen(fi, *r);
   if (fuse_reply_open(req, fi) == -ENOENT) C(req).Release(r->fh);  // the opener was interrupted
 }
 
-void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
   auto r = C(req).Create(parent, name, mode, fi->flags);
   if (!r.ok()) return ReplyError(req, "create", r.status());
   ApplyOpen(fi, r->second);
@@ -235,7 +236,7 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   if (fuse_reply_create(req, &e, fi) == -ENOENT) C(req).Release(r->second.fh);
 }
 
-void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
   (void)ino;
   auto r = C(req).Read(fi->fh, off, size);
   if (!r.ok()) return ReplyError(req, "read", r.status());
@@ -252,7 +253,7 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   }
 }
 
-void OnWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+void OnWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) noexcept {
   (void)ino;
   const size_t size = fuse_buf_size(in);
   auto r = C(req).WriteWith(fi->fh, off, [&](int fd, off_t at) -> Result<size_t> {
@@ -269,27 +270,27 @@ void OnWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
   fuse_reply_write(req, *r);
 }
 
-void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   Status st = C(req).Flush(fi->fh);
   if (!st.ok()) return ReplyError(req, "close", st);
   fuse_reply_err(req, 0);
 }
 
-void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   C(req).Release(fi->fh);
   fuse_reply_err(req, 0);
 }
 
-void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
   (void)ino;
   Status st = C(req).Fsync(fi->fh, datasync != 0);
   if (!st.ok()) return ReplyError(req, "fsync", st);
   fuse_reply_err(req, 0);
 }
 
-void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   auto r = C(req).OpenDir(ino);
   if (!r.ok()) return ReplyError(req, "opendir", r.status());
   fi->fh = *r;
@@ -353,21 +354,21 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
   fuse_reply_buf(req, buf.data(), used);
 }
 
-void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
   ReadDirCommon(req, ino, size, off, fi, false);
 }
 
-void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
   ReadDirCommon(req, ino, size, off, fi, true);
 }
 
-void OnReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void OnReleaseDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   C(req).ReleaseDir(fi->fh);
   fuse_reply_err(req, 0);
 }
 
-void OnStatFs(fuse_req_t req, fuse_ino_t ino) {
+void OnStatFs(fuse_req_t req, fuse_ino_t ino) noexcept {
   (void)ino;
   struct statvfs st {};
   Status s = C(req).StatFs(&st);
@@ -376,14 +377,14 @@ void OnStatFs(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void OnSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
-                int flags) {
+                int flags) noexcept {
   (void)value, (void)size, (void)flags;
   Status st = C(req).SetXattr(ino, name);
   if (!st.ok()) return ReplyError(req, "setxattr", st);
   fuse_reply_err(req, 0);
 }
 
-void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   auto r = C(req).GetXattr(ino, name);
   if (!r.ok()) {
     // Absent and unsupported attributes are everyday answers, not events worth a log line.
@@ -396,7 +397,7 @@ void OnGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   fuse_reply_buf(req, r->data(), r->size());
 }
 
-void OnListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+void OnListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   auto r = C(req).ListXattr(ino);
   if (!r.ok()) return ReplyError(req, "listxattr", r.status());
   std::string names;
@@ -406,7 +407,7 @@ void OnListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   fuse_reply_buf(req, names.data(), names.size());
 }
 
-void OnRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+void OnRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
   Status st = C(req).RemoveXattr(ino, name);
   if (!st.ok()) return ReplyError(req, "removexattr", st);
   fuse_reply_err(req, 0);
