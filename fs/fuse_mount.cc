@@ -488,6 +488,7 @@ Status ServeMount(Core& core, const MountOptions& options,
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   const fuse_lowlevel_ops ops = MakeOps();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &core);
+  fuse_opt_free_args(&args);  // libfuse may have copied and grown the vector
   if (se == nullptr) {
     Status st = InvalidArgument("cannot start FUSE session (bad -o option?)");
     ready(st);
