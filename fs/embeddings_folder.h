@@ -1,0 +1,53 @@
+// EmbeddingsFolder: /embeddings over an EmbeddingStore (SPEC §3.2).
+//   checkpoint         whole store, damo checkpoint format; writing one replaces the store
+//   dump[@cond]        all groups, damo dump format; writing a dump upserts its weights
+//   group/<g>[@cond]   one group, damo dump format; writing upserts that group's weights
+//   groups             group configuration, text (see fs/embeddings_text.h); writing configures
+// Views with conditions resolve but are not listed, and are read-only. Every view is generated once
+// per store version into an unlinked file (GeneratedCache), so stat knows the exact size and an open
+// reads one consistent snapshot. Writing the bytes a view already holds changes nothing.
+// Thread-safety: as the store and the cache.
+#pragma once
+
+#include <memory>
+
+#include "fs/folder.h"
+#include "fs/generated_cache.h"
+#include "stores/embeddings/embedding_store.h"
+
+namespace modelfs::fs {
+
+class EmbeddingsFolder : public Folder {
+ public:
+  EmbeddingsFolder(std::unique_ptr<embeddings::EmbeddingStore> store, std::string staging_dir);
+  std::string_view name() const override { return "embeddings"; }
+  const std::string& staging_dir() const override { return staging_dir_; }
+  Result<NodeAttr> Stat(const Path& p) override;
+  Result<std::vector<DirEntry>> List(const Path& dir) override;
+  Result<FileContent> Open(const Path& p) override;
+  Status CheckWritable(const Path& p) override;
+  Status Commit(const Path& p, StagedFile& staged, const CommitContext& ctx,
+                Vanished* vanished) override;
+  Status Remove(const Path& p, Vanished* vanished) override;
+  Result<MkdirOutcome> MakeDir(const Path& p) override;
+  Status RemoveDir(const Path& p, Vanished* vanished) override;
+  Status Sync() override { return store_->Sync(); }
+
+ private:
+  enum class Kind { kRoot, kGroupDir, kCheckpoint, kDump, kGroup, kGroups };
+  struct View {
+    Kind kind;
+    std::string key;  // cache key: the path
+    embeddings::Conditions conditions;
+    bool conditioned = false;
+  };
+  Result<View> Resolve(const Path& p);
+  GeneratedCache::Generator GeneratorFor(const View& v);
+  Result<std::vector<int>> ListedGroups();
+
+  std::unique_ptr<embeddings::EmbeddingStore> store_;
+  const std::string staging_dir_;
+  GeneratedCache cache_;
+};
+
+}  // namespace modelfs::fs
