@@ -418,6 +418,24 @@ Result<Ino> Core::LookupPathIno(const Path& path) {
 
 void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanished) {
   std::vector<std::pair<Ino, std::string>> todo;
+  auto folder = FolderOf(folder_prefix);
+  if (folder.ok() && (*folder)->CommitsChangeEverything()) {
+    // Every file of the folder may have changed: forget the names of all of them.
+    std::lock_guard lock(mu_);
+    std::vector<Ino> all;
+    for (const auto& [key, ino] : names_) {
+      Node* n = FindNode(ino);
+      if (n != nullptr && n->path.size() > 1 && n->path[0] == folder_prefix[0] && !n->pending &&
+          n->attr.type != NodeType::kDir) {
+        all.push_back(ino);
+      }
+    }
+    for (Ino ino : all) {
+      Node* n = FindNode(ino);
+      todo.emplace_back(n->parent, n->name);
+      DetachName(ino);
+    }
+  }
   {
     std::lock_guard lock(mu_);
     for (const Path& rel : vanished) {

@@ -72,9 +72,22 @@ Result<EmbeddingsFolder::View> EmbeddingsFolder::Resolve(const Path& p) {
   return NotFound("embeddings/" + JoinPath(p) + ": no such entry");
 }
 
+uint64_t EmbeddingsFolder::CurrentVersion() {
+  const int64_t ct = store_->change_time_us();
+  std::lock_guard lock(version_mu_);
+  if (ct != seen_change_time_) {
+    seen_change_time_ = ct;
+    ++generation_;
+  }
+  return generation_;
+}
+
 GeneratedCache::Generator EmbeddingsFolder::GeneratorFor(const View& v) {
   return [this, v](int fd) -> Result<uint64_t> {
+    std::shared_lock no_commit(commit_mu_);
     ASSIGN_OR_RETURN(auto snap, store_->TakeSnapshot());
+    const uint64_t version = CurrentVersion();
+    no_commit.unlock();
     if (v.kind == Kind::kCheckpoint) {
       RETURN_IF_ERROR(store_->Checkpoint(*snap, fd));
     } else if (v.kind == Kind::kGroups) {
@@ -86,34 +99,41 @@ GeneratedCache::Generator EmbeddingsFolder::GeneratorFor(const View& v) {
     } else {
       RETURN_IF_ERROR(store_->Dump(*snap, v.conditions, fd));
     }
-    return static_cast<uint64_t>(snap->change_time_us());
+    return version;
   };
 }
 
-Result<std::vector<int>> EmbeddingsFolder::ListedGroups() {
-  ASSIGN_OR_RETURN(auto groups, store_->Groups());
-  // Which groups hold keys: the counts in the header of the whole-store dump, which is generated once
-  // per version and cached anyway (counting keys directly would scan the store at every stat).
+Result<std::vector<int>> EmbeddingsFolder::GroupsWithKeys() {
+  // The counts in the header of the whole-store dump, which is generated once per version and cached
+  // anyway (counting keys directly would scan the store at every stat).
   View all;
   all.kind = Kind::kDump;
   all.key = "dump";
   ASSIGN_OR_RETURN(FileContent dump,
-                   cache_.Get(all.key, static_cast<uint64_t>(store_->change_time_us()), GeneratorFor(all)));
+                   cache_.Get(all.key, CurrentVersion(), GeneratorFor(all)));
   uint64_t counts[embeddings::kGroups] = {};
   ASSIGN_OR_RETURN(size_t n, PreadFull(dump.fd.get(), counts, sizeof counts, 4 * embeddings::kGroups));
   if (n != sizeof counts) return Corruption("embeddings: dump shorter than its header");
   std::vector<int> out;
   for (int g = 0; g < embeddings::kGroups; ++g) {
-    if (groups.count(g) || counts[g] > 0) out.push_back(g);
+    if (counts[g] > 0) out.push_back(g);
   }
   return out;
 }
 
+Result<std::vector<int>> EmbeddingsFolder::ListedGroups() {
+  ASSIGN_OR_RETURN(auto groups, store_->Groups());
+  ASSIGN_OR_RETURN(auto with_keys, GroupsWithKeys());
+  for (const auto& kv : groups) with_keys.push_back(kv.first);
+  std::sort(with_keys.begin(), with_keys.end());
+  with_keys.erase(std::unique(with_keys.begin(), with_keys.end()), with_keys.end());
+  return with_keys;
+}
+
 Result<NodeAttr> EmbeddingsFolder::Stat(const Path& p) {
   ASSIGN_OR_RETURN(View v, Resolve(p));
-  const int64_t now = store_->change_time_us();
   NodeAttr a;
-  a.mtime = ToTimespec(now);
+  a.mtime = ToTimespec(store_->change_time_us());
   if (v.kind == Kind::kRoot || v.kind == Kind::kGroupDir) {
     a.type = NodeType::kDir;
     return a;
@@ -125,11 +145,10 @@ Result<NodeAttr> EmbeddingsFolder::Stat(const Path& p) {
                       ": no configuration or data for this group");
     }
   }
-  ASSIGN_OR_RETURN(auto size_version, cache_.SizeOf(v.key, static_cast<uint64_t>(now), GeneratorFor(v)));
+  ASSIGN_OR_RETURN(auto size_version, cache_.SizeOf(v.key, CurrentVersion(), GeneratorFor(v)));
   a.type = NodeType::kFile;
   a.size = size_version.first;
   a.version = size_version.second;
-  a.mtime = ToTimespec(static_cast<int64_t>(size_version.second));
   a.writable = !v.conditioned;
   return a;
 }
@@ -158,7 +177,7 @@ Result<FileContent> EmbeddingsFolder::Open(const Path& p) {
   if (v.kind == Kind::kRoot || v.kind == Kind::kGroupDir) {
     return IsADirectory("embeddings/" + JoinPath(p) + ": a folder");
   }
-  return cache_.Get(v.key, static_cast<uint64_t>(store_->change_time_us()), GeneratorFor(v));
+  return cache_.Get(v.key, CurrentVersion(), GeneratorFor(v));
 }
 
 Status EmbeddingsFolder::CheckWritable(const Path& p) {
@@ -174,7 +193,6 @@ Status EmbeddingsFolder::CheckWritable(const Path& p) {
 
 Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitContext& ctx,
                                 Vanished* vanished) {
-  (void)ctx;
   RETURN_IF_ERROR(CheckWritable(p));
   ASSIGN_OR_RETURN(View v, Resolve(p));
   // The bytes the view already holds change nothing (so restoring a backup twice is a no-op).
@@ -182,6 +200,13 @@ Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitC
   ASSIGN_OR_RETURN(bool same, SameContent(staged.fd(), current.fd.get()));
   if (same) return Status::Ok();
   if (lseek(staged.fd(), 0, SEEK_SET) < 0) return ErrnoError("seek staged file", errno);
+  std::unique_lock commit(commit_mu_);
+  {
+    // Whatever happens below, the views' next version is new (a failed load changes nothing, and
+    // a regeneration costs less than a stale view).
+    std::lock_guard lock(version_mu_);
+    ++generation_;
+  }
   switch (v.kind) {
     case Kind::kCheckpoint:
       RETURN_IF_ERROR(store_->LoadCheckpoint(staged.fd()));
@@ -201,7 +226,9 @@ Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitC
       ASSIGN_OR_RETURN(auto groups, ParseGroups(text));
       // Every line is checked against the store before any is applied, so a bad line changes nothing.
       ASSIGN_OR_RETURN(auto current_groups, store_->Groups());
-      ASSIGN_OR_RETURN(auto with_data, ListedGroups());
+      commit.unlock();  // GroupsWithKeys reads the cached dump, whose generation takes the lock shared
+      ASSIGN_OR_RETURN(auto with_data, GroupsWithKeys());
+      commit.lock();
       for (const auto& [g, c] : groups) {
         auto it = current_groups.find(g);
         bool has_keys = std::find(with_data.begin(), with_data.end(), g) != with_data.end();
@@ -215,6 +242,18 @@ Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitC
     }
     default:
       return IsADirectory("embeddings/" + JoinPath(p) + ": a folder");
+  }
+  // A time set on the staged file (rsync sets the backup's mtime before its rename) becomes the
+  // store's change time, so a restored store shows the backup's mtimes and a second rsync copies
+  // nothing. Every view carries the same time, so this cannot hide a change from rsync.
+  if (ctx.mtime) {
+    RETURN_IF_ERROR(store_->SetChangeTime(static_cast<int64_t>(ctx.mtime->tv_sec) * 1000000 +
+                                          ctx.mtime->tv_nsec / 1000));
+  }
+  {
+    std::lock_guard lock(version_mu_);
+    ++generation_;
+    seen_change_time_ = store_->change_time_us();
   }
   // Every view changed with the store: the kernel's entries for them must be looked up again.
   vanished->push_back({"checkpoint"});

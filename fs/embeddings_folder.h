@@ -10,6 +10,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 
 #include "fs/folder.h"
 #include "fs/generated_cache.h"
@@ -32,6 +34,7 @@ class EmbeddingsFolder : public Folder {
   Result<MkdirOutcome> MakeDir(const Path& p) override;
   Status RemoveDir(const Path& p, Vanished* vanished) override;
   Status Sync() override { return store_->Sync(); }
+  bool CommitsChangeEverything() const override { return true; }
 
  private:
   enum class Kind { kRoot, kGroupDir, kCheckpoint, kDump, kGroup, kGroups };
@@ -43,11 +46,22 @@ class EmbeddingsFolder : public Folder {
   };
   Result<View> Resolve(const Path& p);
   GeneratedCache::Generator GeneratorFor(const View& v);
-  Result<std::vector<int>> ListedGroups();
+  Result<std::vector<int>> ListedGroups();    // configured or holding keys
+  Result<std::vector<int>> GroupsWithKeys();
+  // The content version of every view: bumped by each commit here and whenever the store's change
+  // time moves on its own (TTL expiry). Never repeats, unlike the change time, which a restore sets
+  // back to its backup's (and which is only the views' mtime).
+  uint64_t CurrentVersion();
 
   std::unique_ptr<embeddings::EmbeddingStore> store_;
   const std::string staging_dir_;
   GeneratedCache cache_;
+  // Commits hold it exclusively; a generation holds it shared while it takes its snapshot and
+  // version, so a version always names the content of one snapshot. Lock order: before version_mu_.
+  std::shared_mutex commit_mu_;
+  std::mutex version_mu_;
+  uint64_t generation_ = 1;          // (version_mu_)
+  int64_t seen_change_time_ = -1;    // (version_mu_)
 };
 
 }  // namespace modelfs::fs

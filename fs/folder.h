@@ -108,6 +108,9 @@ class Folder {
     (void)p;
     return std::vector<std::pair<std::string, std::string>>{};
   }
+  // True when any commit may change every file of the folder (views of one store, such as dumps):
+  // the core then drops the kernel's entries for all of the folder's files after each commit.
+  virtual bool CommitsChangeEverything() const { return false; }
   // Makes everything committed so far survive a machine crash.
   virtual Status Sync() = 0;
 };

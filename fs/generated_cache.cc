@@ -28,7 +28,8 @@ Result<std::shared_ptr<GeneratedCache::Entry>> GeneratedCache::Fresh(const std::
   std::lock_guard gen(e->gen_mu);
   {
     std::lock_guard lock(mu_);
-    if (e->valid && e->version >= version) return e;
+    // Exact match: a store's change time can be set back by a restore, so "newer" proves nothing.
+    if (e->valid && e->version == version) return e;
   }
   // O_TMPFILE: the file has no name, so nothing is left behind if the daemon dies.
   int raw = open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);

@@ -29,8 +29,8 @@ class GeneratedCache {
 
   GeneratedCache(std::string dir, size_t capacity) : dir_(std::move(dir)), capacity_(capacity) {}
 
-  // The content of `name` at `version`: the cached file when it is of that version, otherwise a new
-  // generation (whose own version may be newer than asked, if the store changed meanwhile).
+  // The content of `name` at `version`: the cached file when it is of exactly that version, otherwise
+  // a new generation (whose own version may differ from the one asked, if the store changed meanwhile).
   Result<FileContent> Get(const std::string& name, uint64_t version, const Generator& generate);
   // Size and version of `name` at `version` (generating it if needed).
   Result<std::pair<uint64_t, uint64_t>> SizeOf(const std::string& name, uint64_t version,

@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libfuse3-dev fuse3
-  libsqlite3-dev
+  libsqlite3-dev librocksdb-dev
   libcli11-dev
   libgtest-dev libgmock-dev
   python3 python3-numpy

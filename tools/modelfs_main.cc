@@ -21,9 +21,13 @@
 #include "fs/core.h"
 #include "fs/fuse_mount.h"
 #include "fs/log.h"
+#include "fs/embeddings_folder.h"
+#include "fs/embeddings_text.h"
 #include "fs/models_folder.h"
 #include "stores/common/file_util.h"
+#include "stores/embeddings/embedding_store.h"
 #include "stores/models/models_store.h"
+#include "tools/embeddings_cmd.h"
 
 namespace modelfs {
 namespace {
@@ -79,6 +83,7 @@ struct MountArgs {
   std::string mountpoint;
   bool foreground = false;
   std::vector<std::string> options;
+  int64_t embeddings_ttl = 0;
 };
 
 int RunMount(MountArgs a) {
@@ -103,6 +108,10 @@ int RunMount(MountArgs a) {
     while (std::getline(ss, o, ',')) {
       if (o.empty()) continue;
       if (o == "ro") read_only = true;
+      if (o.rfind("embeddings_ttl=", 0) == 0) {
+        a.embeddings_ttl = strtoll(o.c_str() + 15, nullptr, 10);
+        continue;
+      }
       if (o.rfind("readahead_kb=", 0) == 0) {
         mo.readahead_kb = static_cast<unsigned>(strtoul(o.c_str() + 13, nullptr, 10));
         continue;
@@ -161,6 +170,21 @@ int RunMount(MountArgs a) {
   if (!pid_st.ok()) fs::LogError("daemon.pid: " + pid_st.message());
   std::vector<std::unique_ptr<fs::Folder>> folders;
   folders.push_back(std::make_unique<fs::ModelsFolder>(std::move(stores->models)));
+  {
+    // Staged writes and generated views of /embeddings live here; a crash leaves only garbage.
+    const std::string staging = a.data + "/staging/embeddings";
+    Status st = MakeDirs(staging);
+    if (st.ok()) st = ClearDir(staging);
+    embeddings::StoreOptions eo;
+    eo.ttl_seconds = a.embeddings_ttl;
+    auto store = st.ok() ? embeddings::EmbeddingStore::Open(a.data + "/embeddings", eo)
+                         : Result<std::unique_ptr<embeddings::EmbeddingStore>>(st);
+    if (!store.ok()) {
+      report(store.status());
+      return 1;
+    }
+    folders.push_back(std::make_unique<fs::EmbeddingsFolder>(std::move(*store), staging));
+  }
   fs::CoreOptions co;
   co.uid = getuid();
   co.gid = getgid();
@@ -241,7 +265,27 @@ int RunDemo(std::string data) {
   auto id2 = m.SaveModel(R"({"name": "tiny-linear", "dtype": "float32", "layers": [[4, 4]]})",
                          {Floats(16, 1.0f, 0)});
   if (!id2.ok()) return Fail(id2.status().message());
-  std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2 << "\n";
+  stores->models.reset();
+  auto emb = embeddings::EmbeddingStore::Open(data + "/embeddings", embeddings::StoreOptions{});
+  if (!emb.ok()) return Fail(emb.status().message());
+  auto groups = fs::ParseGroups("0 8 adam random_normal(stddev=0.1)\n1 4 adagrad zeros\n");
+  for (const auto& [g, c] : *groups) {
+    Status gs = (*emb)->ConfigureGroup(g, c);
+    if (!gs.ok()) return Fail(gs.message());
+  }
+  for (int g = 0; g < 2; ++g) {
+    std::vector<uint64_t> keys;
+    for (uint64_t k = 1; k <= 200; ++k) keys.push_back(k * 7919 + static_cast<uint64_t>(g));
+    auto w = (*emb)->Lookup(g, keys);
+    if (!w.ok()) return Fail(w.status().message());
+    std::vector<float> grads(w->size(), 0.01f);
+    for (int step = 0; step <= g; ++step) {
+      Status as = (*emb)->ApplyGradients(g, keys, grads);
+      if (!as.ok()) return Fail(as.message());
+    }
+  }
+  std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2
+            << ", embedding groups 0 and 1 (200 keys each)\n";
   return 0;
 }
 
@@ -335,7 +379,20 @@ int main(int argc, char** argv) {
   auto* md = models->add_subcommand("delete", "Delete a model and all its versions (atomically)");
   md->add_option("id", models_id)->required();
 
+  std::string embeddings_data;
+  CLI::App* embeddings_cmd = nullptr;
+  auto run_embeddings = AddEmbeddingsCommand(app, &embeddings_cmd);
+  embeddings_cmd->add_option("--data", embeddings_data, "Data directory");
+
   CLI11_PARSE(app, argc, argv);
+  if (embeddings_cmd->parsed()) {
+    std::string data = embeddings_data.empty() ? DefaultDataDir() : embeddings_data;
+    Status st = MakeDirs(data);
+    if (!st.ok()) return Fail(st.message());
+    auto lock = LockDataDir(data);
+    if (!lock.ok()) return Fail(lock.status().message());
+    return run_embeddings(data);
+  }
   if (mount->parsed()) return RunMount(ma);
   if (umount->parsed()) return RunUmount(umount_point);
   if (demo->parsed()) return RunDemo(demo_data);

@@ -11,7 +11,7 @@ with open(sys.argv[1], "rb") as f:
         f.read(klen)
         (vlen,) = struct.unpack("<Q", f.read(8))
         value = f.read(vlen)
-        group, key, t, num, dim = struct.unpack("<iQQQi", value[:36])
-        weights = struct.unpack(f"<{dim}f", value[36:36 + 4 * dim])
+        group, key, t, num, dim = struct.unpack("<iQQQi", value[:32])
+        weights = struct.unpack(f"<{dim}f", value[32:32 + 4 * dim])
         print(group, key, num, " ".join(repr(w) for w in weights))
     assert f.read(1) == b"", "bytes after the last record"
