@@ -24,7 +24,7 @@ struct EmbeddingsArgs {
   uint64_t count = 0;
   uint64_t first_key = 1;
   int steps = 1;
-  int64_t ttl = 0;
+  std::optional<int64_t> ttl;
 };
 
 int Fail(const std::string& msg) {
@@ -34,7 +34,9 @@ int Fail(const std::string& msg) {
 
 int Run(const EmbeddingsArgs& a, const std::string& data) {
   embeddings::StoreOptions options;
-  options.ttl_seconds = a.ttl;
+  auto ttl = ResolveEmbeddingsTtl(data, a.ttl);
+  if (!ttl.ok()) return Fail(ttl.status().message());
+  options.ttl_seconds = *ttl;
   auto opened = embeddings::EmbeddingStore::Open(data + "/embeddings", options);
   if (!opened.ok()) return Fail(opened.status().message());
   auto& store = **opened;
@@ -134,12 +136,29 @@ int Run(const EmbeddingsArgs& a, const std::string& data) {
 
 }  // namespace
 
+Result<int64_t> ResolveEmbeddingsTtl(const std::string& data_dir, std::optional<int64_t> given) {
+  const std::string path = data_dir + "/embeddings.ttl";
+  if (given) {
+    RETURN_IF_ERROR(WriteStringToFile(path, std::to_string(*given) + "\n"));
+    return *given;
+  }
+  auto text = ReadFileToString(path);
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound) return 0;
+    return text.status();
+  }
+  char* end = nullptr;
+  long long v = strtoll(text->c_str(), &end, 10);
+  if (end == text->c_str()) return Corruption(path + ": not a number of seconds");
+  return static_cast<int64_t>(v);
+}
+
 std::function<int(const std::string&)> AddEmbeddingsCommand(CLI::App& app, CLI::App** sub) {
   auto a = std::make_shared<EmbeddingsArgs>();
   auto* e = app.add_subcommand("embeddings", "Embeddings store without a mount");
   *sub = e;
   e->require_subcommand(1);
-  e->add_option("--ttl", a->ttl, "RocksDB TTL in seconds (<= 0: never)");
+  e->add_option("--ttl", a->ttl, "RocksDB TTL in seconds (<= 0: never); remembered for the store");
   e->add_subcommand("groups", "Print the group configuration");
   e->add_subcommand("configure", "Configure groups from a groups text FILE ('-': stdin)")
       ->add_option("file", a->file)->required();

@@ -83,7 +83,7 @@ struct MountArgs {
   std::string mountpoint;
   bool foreground = false;
   std::vector<std::string> options;
-  int64_t embeddings_ttl = 0;
+  std::optional<int64_t> embeddings_ttl;
 };
 
 int RunMount(MountArgs a) {
@@ -176,7 +176,9 @@ int RunMount(MountArgs a) {
     Status st = MakeDirs(staging);
     if (st.ok()) st = ClearDir(staging);
     embeddings::StoreOptions eo;
-    eo.ttl_seconds = a.embeddings_ttl;
+    auto ttl = ResolveEmbeddingsTtl(a.data, a.embeddings_ttl);
+    if (st.ok() && !ttl.ok()) st = ttl.status();
+    if (st.ok()) eo.ttl_seconds = *ttl;
     auto store = st.ok() ? embeddings::EmbeddingStore::Open(a.data + "/embeddings", eo)
                          : Result<std::unique_ptr<embeddings::EmbeddingStore>>(st);
     if (!store.ok()) {

@@ -146,5 +146,21 @@ TEST_F(EmbeddingsE2E, AnOpenDumpKeepsItsSnapshot) {
   EXPECT_NE(ReadAll(ckpt), original);
 }
 
+TEST_F(EmbeddingsE2E, TheTtlIsRememberedByTheStore) {
+  mount_->Stop();
+  StartOrDie(*mount_, "-o embeddings_ttl=864000");
+  std::string before = Sha(E() + "/checkpoint");
+  mount_->Stop();
+  EXPECT_EQ(ReadAll(mount_->data() + "/embeddings.ttl"), "864000\n");
+  std::string current = ReadAll(mount_->data() + "/embeddings/CURRENT_DB");
+  EXPECT_NE(current.find("ttl"), std::string::npos) << current;
+  // A command without --ttl opens the store as it is (no conversion to a TTL-less database).
+  Ok(Bin() + " embeddings --data " + mount_->data() + " stats");
+  EXPECT_EQ(ReadAll(mount_->data() + "/embeddings/CURRENT_DB"), current);
+  StartOrDie(*mount_);
+  EXPECT_EQ(ReadAll(mount_->data() + "/embeddings/CURRENT_DB"), current);
+  EXPECT_EQ(before, Sha(E() + "/checkpoint"));
+}
+
 }  // namespace
 }  // namespace modelfs::e2e
