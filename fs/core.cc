@@ -682,7 +682,13 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     std::lock_guard wl(ws->mu);
     RETURN_IF_ERROR(CommitState(to, *ws, &vanished));
   }
-  ASSIGN_OR_RETURN(NodeAttr attr, StatPath(to));
+  // A folder whose commits change everything (views) would regenerate its file just to stat it:
+  // its names are dropped instead (InvalidateVanished) and looked up afresh when next used.
+  const bool lazy = folder->CommitsChangeEverything();
+  NodeAttr attr;
+  if (!lazy) {
+    ASSIGN_OR_RETURN(attr, StatPath(to));
+  }
   {
     std::lock_guard lock(mu_);
     pending_.erase(from_key);
@@ -691,7 +697,7 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     // the bytes it was written with (its pages were never cached: writes are direct I/O).
     if (Node* n = MoveName(ino, new_parent, new_name, to)) {
       n->pending = false;
-      n->attr = attr;
+      if (!lazy) n->attr = attr;
     }
   }
   InvalidateVanished({from[0]}, vanished);
@@ -1012,7 +1018,10 @@ Status Core::FlushHandle(uint64_t fh, bool at_release) {
     return st;
   }
   if (!changed) return Status::Ok();
-  auto attr = StatPath(path);
+  // (See Rename: folders whose commits change everything are not regenerated just to be stat'ed.)
+  auto folder = FolderOf(path);
+  const bool lazy = folder.ok() && (*folder)->CommitsChangeEverything();
+  Result<NodeAttr> attr = lazy ? Result<NodeAttr>(NotFound("not looked up")) : StatPath(path);
   {
     std::lock_guard lock(mu_);
     Node* n = FindNode(h->ino);

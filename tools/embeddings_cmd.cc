@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <sstream>
@@ -47,16 +48,16 @@ int Run(const EmbeddingsArgs& a, const std::string& data) {
     return 0;
   }
   if (a.action == "configure") {
-    std::string text;
+    // Read as a stream, so that pipes work too ('-', or <(...) in a shell).
+    std::stringstream ss;
     if (a.file == "-") {
-      std::stringstream ss;
       ss << std::cin.rdbuf();
-      text = ss.str();
     } else {
-      auto r = ReadFileToString(a.file);
-      if (!r.ok()) return Fail(r.status().message());
-      text = *r;
+      std::ifstream in(a.file);
+      if (!in) return Fail(a.file + ": cannot open");
+      ss << in.rdbuf();
     }
+    const std::string text = ss.str();
     auto groups = fs::ParseGroups(text);
     if (!groups.ok()) return Fail(groups.status().message());
     for (const auto& [g, c] : *groups) {
