@@ -237,7 +237,7 @@ Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitC
                                  " has keys of dim " + std::to_string(it->second.dim));
         }
       }
-      for (const auto& [g, c] : groups) RETURN_IF_ERROR(store_->ConfigureGroup(g, c));
+      RETURN_IF_ERROR(store_->ConfigureGroups(groups));  // all lines or none
       break;
     }
     default:

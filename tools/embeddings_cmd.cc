@@ -60,11 +60,8 @@ int Run(const EmbeddingsArgs& a, const std::string& data) {
     const std::string text = ss.str();
     auto groups = fs::ParseGroups(text);
     if (!groups.ok()) return Fail(groups.status().message());
-    for (const auto& [g, c] : *groups) {
-      Status st = store.ConfigureGroup(g, c);
-      if (!st.ok()) return Fail(st.message());
-    }
-    return 0;
+    Status st = store.ConfigureGroups(*groups);
+    return st.ok() ? 0 : Fail(st.message());
   }
   if (a.action == "lookup") {
     auto w = store.Lookup(a.group, a.keys);

@@ -386,6 +386,7 @@ class EmbeddingStoreImpl final : public EmbeddingStore {
   Status Init();
 
   Status ConfigureGroup(int group, const GroupConfig& config) override;
+  Status ConfigureGroups(const std::map<int, GroupConfig>& configs) override;
   Result<std::optional<GroupConfig>> GetGroup(int group) override;
   Result<std::map<int, GroupConfig>> Groups() override;
   Result<std::vector<float>> Lookup(int group, const std::vector<uint64_t>& keys) override;
@@ -608,37 +609,52 @@ Result<std::optional<std::string>> EmbeddingStoreImpl::FindGroupValue(int group)
 }
 
 Status EmbeddingStoreImpl::ConfigureGroup(int group, const GroupConfig& config) {
-  RETURN_IF_ERROR(CheckGroupRange(group));
-  ASSIGN_OR_RETURN(std::shared_ptr<const GroupRuntime> rt, MakeRuntime(group, config));
+  return ConfigureGroups({{group, config}});
+}
+
+Status EmbeddingStoreImpl::ConfigureGroups(const std::map<int, GroupConfig>& configs) {
+  // 1. Every configuration is checked (names, parameters, layout against stored keys) before any is
+  //    written; 2. all of them are written in one batch: a bad one changes nothing.
+  std::map<int, std::shared_ptr<const GroupRuntime>> runtimes;
+  for (const auto& [group, config] : configs) {
+    RETURN_IF_ERROR(CheckGroupRange(group));
+    ASSIGN_OR_RETURN(runtimes[group], MakeRuntime(group, config));
+  }
   std::lock_guard admin(admin_mu_);
   std::unique_lock lock(db_mu_);
-  const std::shared_ptr<const GroupRuntime>& old = groups_[group];
-  if (old && SameConfig(old->config, config)) return Status::Ok();
-  if (!old || old->config.dim != config.dim || old->value_size != rt->value_size) {
-    // Stored values must keep fitting the group's layout (dump, checkpoint and the optimizers rely
-    // on it), so a layout change needs a group without keys. The scan is the price of a rare call.
-    ASSIGN_OR_RETURN(std::optional<std::string> value, FindGroupValue(group));
-    if (value) {
-      const int32_t dim =
-          value->size() >= kValueHeaderSize ? LoadLE<int32_t>(value->data() + kValueDimOffset) : -1;
-      if (dim != config.dim) {
-        return InvalidArgument(GroupName(group) + " has keys of dim " + std::to_string(dim) +
-                               ": its dim cannot change to " + std::to_string(config.dim));
-      }
-      if (value->size() != rt->value_size) {
-        return InvalidArgument(GroupName(group) + " has keys with " +
-                               std::to_string((value->size() - kValueHeaderSize) / 4 / dim - 1) +
-                               " optimizer slot(s) per weight; " + config.optimizer + " needs " +
-                               std::to_string(rt->slots_per_weight) +
-                               " (another slot layout needs a group without keys)");
+  rocksdb::WriteBatch batch;
+  std::vector<int> changed;
+  for (const auto& [group, config] : configs) {
+    const std::shared_ptr<const GroupRuntime>& old = groups_[group];
+    const std::shared_ptr<const GroupRuntime>& rt = runtimes[group];
+    if (old && SameConfig(old->config, config)) continue;
+    if (!old || old->config.dim != config.dim || old->value_size != rt->value_size) {
+      // Stored values must keep fitting the group's layout (dump, checkpoint and the optimizers rely
+      // on it), so a layout change needs a group without keys. The scan is the price of a rare call.
+      ASSIGN_OR_RETURN(std::optional<std::string> value, FindGroupValue(group));
+      if (value) {
+        const int32_t dim =
+            value->size() >= kValueHeaderSize ? LoadLE<int32_t>(value->data() + kValueDimOffset) : -1;
+        if (dim != config.dim) {
+          return InvalidArgument(GroupName(group) + " has keys of dim " + std::to_string(dim) +
+                                 ": its dim cannot change to " + std::to_string(config.dim));
+        }
+        if (value->size() != rt->value_size) {
+          return InvalidArgument(GroupName(group) + " has keys with " +
+                                 std::to_string((value->size() - kValueHeaderSize) / 4 / dim - 1) +
+                                 " optimizer slot(s) per weight; " + config.optimizer + " needs " +
+                                 std::to_string(rt->slots_per_weight) +
+                                 " (another slot layout needs a group without keys)");
+        }
       }
     }
+    RETURN_IF_ERROR(FromRocks(batch.Put(db_->meta(), GroupMetaKey(group), EncodeGroupConfig(config)),
+                              "configure " + GroupName(group)));
+    changed.push_back(group);
   }
-  rocksdb::WriteBatch batch;
-  RETURN_IF_ERROR(FromRocks(batch.Put(db_->meta(), GroupMetaKey(group), EncodeGroupConfig(config)),
-                            "configure " + GroupName(group)));
+  if (changed.empty()) return Status::Ok();
   RETURN_IF_ERROR(Commit(*db_, &batch));
-  groups_[group] = std::move(rt);
+  for (int group : changed) groups_[group] = runtimes[group];
   return Status::Ok();
 }
 

@@ -88,6 +88,9 @@ class EmbeddingStore {
   // the configuration a group already has changes nothing (no change time bump).
   virtual Status ConfigureGroup(int group, const GroupConfig& config) = 0;
   // nullopt when the group is not configured. InvalidArgument for a group outside 0..255.
+  // Several groups at once: all are checked as above before any is written, then written together
+  // (a bad one changes nothing). ConfigureGroup is this with one group.
+  virtual Status ConfigureGroups(const std::map<int, GroupConfig>& configs) = 0;
   virtual Result<std::optional<GroupConfig>> GetGroup(int group) = 0;
   virtual Result<std::map<int, GroupConfig>> Groups() = 0;
 

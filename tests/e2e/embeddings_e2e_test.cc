@@ -93,6 +93,11 @@ TEST_F(EmbeddingsE2E, BadInputIsRejectedAndChangesNothing) {
   EXPECT_NE(r.out.find("Invalid argument"), std::string::npos) << "group 0 has keys of dim 4: " << r.out;
   r = Sh("cp " + dir_ + "/g2 " + E() + "/groups");
   EXPECT_NE(r.out.find("Invalid argument"), std::string::npos) << r.out;
+  // A good line followed by a bad one: neither is applied.
+  Ok("printf '8 4 sgd zeros\\n9 4 nosuchopt zeros\\n' > " + dir_ + "/g3");
+  r = Sh("cp " + dir_ + "/g3 " + E() + "/groups");
+  EXPECT_NE(r.out.find("Invalid argument"), std::string::npos) << r.out;
+  EXPECT_EQ(Ok("ls " + E() + "/group"), "0\n3\n") << "group 8 must not be configured";
   r = Sh("cp " + E() + "/dump '" + E() + "/dump@min_count=1'");
   EXPECT_NE(r.code, 0);
   r = Sh("rm " + E() + "/checkpoint");
