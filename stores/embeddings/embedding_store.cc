@@ -407,6 +407,9 @@ class EmbeddingStoreImpl final : public EmbeddingStore {
   Status SetChangeTime(int64_t time_us) override;
 
  private:
+  // The runtime of a configured group (db_mu_ held): InvalidArgument for a group outside 0..255 or
+  // one that is not configured.
+  Result<std::shared_ptr<const GroupRuntime>> ConfiguredLocked(int group);
   // Bumps the change time when RocksDB's TTL dropped keys since the last call (see ExpiryListener).
   void NoteExpiry();
   int64_t NowMicros() const { return options_.clock_us ? options_.clock_us() : SystemMicros(); }
@@ -711,12 +714,16 @@ std::vector<rocksdb::Status> EmbeddingStoreImpl::MultiGet(const std::vector<uint
   return db_->db()->MultiGet(rocksdb::ReadOptions(), families, slices, values);
 }
 
+Result<std::shared_ptr<const GroupRuntime>> EmbeddingStoreImpl::ConfiguredLocked(int group) {
+  RETURN_IF_ERROR(CheckGroupRange(group));
+  if (!groups_[group]) return InvalidArgument(GroupName(group) + " is not configured");
+  return groups_[group];
+}
+
 Result<std::vector<float>> EmbeddingStoreImpl::Lookup(int group,
                                                       const std::vector<uint64_t>& keys) {
-  RETURN_IF_ERROR(CheckGroupRange(group));
   std::shared_lock lock(db_mu_);
-  const std::shared_ptr<const GroupRuntime> rt = groups_[group];
-  if (!rt) return InvalidArgument(GroupName(group) + " is not configured");
+  ASSIGN_OR_RETURN(const std::shared_ptr<const GroupRuntime> rt, ConfiguredLocked(group));
   const int dim = rt->config.dim;
   std::vector<float> out(keys.size() * static_cast<size_t>(dim));
   if (keys.empty()) return out;
@@ -757,10 +764,8 @@ Result<std::vector<float>> EmbeddingStoreImpl::Lookup(int group,
 
 Status EmbeddingStoreImpl::ApplyGradients(int group, const std::vector<uint64_t>& keys,
                                           const std::vector<float>& grads) {
-  RETURN_IF_ERROR(CheckGroupRange(group));
   std::shared_lock lock(db_mu_);
-  const std::shared_ptr<const GroupRuntime> rt = groups_[group];
-  if (!rt) return InvalidArgument(GroupName(group) + " is not configured");
+  ASSIGN_OR_RETURN(const std::shared_ptr<const GroupRuntime> rt, ConfiguredLocked(group));
   const int dim = rt->config.dim;
   if (grads.size() != keys.size() * static_cast<size_t>(dim)) {
     return InvalidArgument(GroupName(group) + ": " + std::to_string(grads.size()) +

@@ -182,6 +182,13 @@ class ModelStore::Impl {
     return out;  // the read transaction ends with the scope
   }
 
+  // The model's metadata. NotFound when the model does not exist.
+  Result<std::string> MetaLocked(int64_t model_id) {
+    ASSIGN_OR_RETURN(auto row, db_.QueryRow("SELECT meta FROM model WHERE model_id=?1", model_id));
+    if (!row.found) return NoSuchModel(model_id);
+    return row.stmt.ColumnBlob(0);
+  }
+
   Result<bool> ModelExistsLocked(int64_t model_id) {
     ASSIGN_OR_RETURN(auto row, db_.QueryRow("SELECT 1 FROM model WHERE model_id=?1", model_id));
     return row.found;
@@ -472,11 +479,7 @@ Result<LoadedModel> ModelStore::LoadModel(int64_t model_id) {
     // One snapshot for meta and layers; the read transaction ends (rolls back) with the scope.
     ASSIGN_OR_RETURN(SqliteTransaction txn,
                      SqliteTransaction::Begin(db, SqliteTransaction::Mode::kDeferred));
-    {
-      ASSIGN_OR_RETURN(auto row, db.QueryRow("SELECT meta FROM model WHERE model_id=?1", model_id));
-      if (!row.found) return NoSuchModel(model_id);
-      out.meta = row.stmt.ColumnBlob(0);
-    }
+    ASSIGN_OR_RETURN(out.meta, impl_->MetaLocked(model_id));
     ASSIGN_OR_RETURN(SqliteStmt s,
                      db.Prepare(std::string(kSelectVersion) +
                                 "AS v WHERE model_id=?1 AND version_id=("
@@ -597,10 +600,7 @@ Result<ModelInfo> ModelStore::GetModel(int64_t model_id) {
 
 Result<std::string> ModelStore::ReadMeta(int64_t model_id) {
   std::lock_guard lock(impl_->mu_);
-  ASSIGN_OR_RETURN(auto row,
-                   impl_->db_.QueryRow("SELECT meta FROM model WHERE model_id=?1", model_id));
-  if (!row.found) return NoSuchModel(model_id);
-  return row.stmt.ColumnBlob(0);
+  return impl_->MetaLocked(model_id);
 }
 
 Status ModelStore::SetMeta(int64_t model_id, std::string_view meta,
@@ -614,10 +614,9 @@ Status ModelStore::SetMeta(int64_t model_id, std::string_view meta,
   ASSIGN_OR_RETURN(SqliteTransaction txn,
                    SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
   {
-    ASSIGN_OR_RETURN(auto row, db.QueryRow("SELECT meta FROM model WHERE model_id=?1", model_id));
-    if (!row.found) return NoSuchModel(model_id);
+    ASSIGN_OR_RETURN(std::string current, impl_->MetaLocked(model_id));
     // Equal bytes are not a change: meta_time is the file's mtime, which tools like rsync compare.
-    if (row.stmt.ColumnBlob(0) == meta) return Status::Ok();
+    if (current == meta) return Status::Ok();
   }
   // Without a given time, meta_time moves strictly forward so that a change is always a new mtime.
   int64_t now = NowMicros();
