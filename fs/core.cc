@@ -1117,7 +1117,7 @@ Result<std::string> Core::GetXattr(Ino ino, const std::string& name) {
     if (n == nullptr) return NotFound("unknown inode");
     // The daemon's own state, on the mount's root: how many inodes it holds for the kernel.
     if (ino == kRootIno && name == kInodesXattr) return std::to_string(nodes_.size());
-    if (n->pending || n->path.size() < 2) return NotFound("no such attribute");
+    if (n->pending || n->path.empty()) return NotFound("no such attribute");
     path = n->path;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
@@ -1135,7 +1135,7 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
     Node* n = FindNode(ino);
     if (n == nullptr) return NotFound("unknown inode");
     if (ino == kRootIno) return std::vector<std::string>{kInodesXattr};
-    if (n->pending || n->path.size() < 2) return std::vector<std::string>{};
+    if (n->pending || n->path.empty()) return std::vector<std::string>{};
     path = n->path;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));

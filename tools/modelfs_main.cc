@@ -17,6 +17,8 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "fs/core.h"
 #include "fs/fuse_mount.h"
@@ -24,10 +26,13 @@
 #include "fs/embeddings_folder.h"
 #include "fs/embeddings_text.h"
 #include "fs/models_folder.h"
+#include "fs/timeseries_folder.h"
 #include "stores/common/file_util.h"
 #include "stores/embeddings/embedding_store.h"
 #include "stores/models/models_store.h"
+#include "stores/timeseries/timeseries_store.h"
 #include "tools/embeddings_cmd.h"
+#include "tools/timeseries_cmd.h"
 
 namespace modelfs {
 namespace {
@@ -187,6 +192,14 @@ int RunMount(MountArgs a) {
     }
     folders.push_back(std::make_unique<fs::EmbeddingsFolder>(std::move(*store), staging));
   }
+  {
+    auto store = timeseries::TimeSeriesStore::Open(a.data + "/timeseries");
+    if (!store.ok()) {
+      report(store.status());
+      return 1;
+    }
+    folders.push_back(std::make_unique<fs::TimeSeriesFolder>(std::move(*store)));
+  }
   fs::CoreOptions co;
   co.uid = getuid();
   co.gid = getgid();
@@ -286,8 +299,27 @@ int RunDemo(std::string data) {
       if (!as.ok()) return Fail(as.message());
     }
   }
+  emb->reset();
+  // Two time series: a daily temperature curve (hourly samples) and a damped oscillation.
+  auto ts = timeseries::TimeSeriesStore::Open(data + "/timeseries");
+  if (!ts.ok()) return Fail(ts.status().message());
+  {
+    std::vector<double> t(24 * 7), v(24 * 7), t2(1000), v2(1000);
+    for (size_t i = 0; i < t.size(); ++i) {
+      t[i] = static_cast<double>(i);
+      v[i] = 12.0 + 6.0 * std::sin((static_cast<double>(i % 24) - 9.0) * M_PI / 12.0);
+    }
+    for (size_t i = 0; i < t2.size(); ++i) {
+      t2[i] = static_cast<double>(i) * 0.01;
+      v2[i] = std::exp(-t2[i] * 0.5) * std::cos(t2[i] * 2.0 * M_PI);
+    }
+    for (auto [id, times, values] : {std::tuple{"temperature", &t, &v}, std::tuple{"damped", &t2, &v2}}) {
+      auto r = (*ts)->Store(std::string_view(id), *times, *values);
+      if (!r.ok()) return Fail(r.status().message());
+    }
+  }
   std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2
-            << ", embedding groups 0 and 1 (200 keys each)\n";
+            << ", embedding groups 0 and 1 (200 keys each), time series temperature and damped\n";
   return 0;
 }
 
@@ -386,15 +418,23 @@ int main(int argc, char** argv) {
   auto run_embeddings = AddEmbeddingsCommand(app, &embeddings_cmd);
   embeddings_cmd->add_option("--data", embeddings_data, "Data directory");
 
+  std::string timeseries_data;
+  CLI::App* timeseries_cmd = nullptr;
+  auto run_timeseries = AddTimeseriesCommand(app, &timeseries_cmd);
+  timeseries_cmd->add_option("--data", timeseries_data, "Data directory");
+
   CLI11_PARSE(app, argc, argv);
-  if (embeddings_cmd->parsed()) {
-    std::string data = embeddings_data.empty() ? DefaultDataDir() : embeddings_data;
+  // Direct store access: the data directory is resolved and locked here (no mount may be using it).
+  auto direct = [](const std::string& given, const auto& run) {
+    std::string data = given.empty() ? DefaultDataDir() : given;
     Status st = MakeDirs(data);
     if (!st.ok()) return Fail(st.message());
     auto lock = LockDataDir(data);
     if (!lock.ok()) return Fail(lock.status().message());
-    return run_embeddings(data);
-  }
+    return run(data);
+  };
+  if (embeddings_cmd->parsed()) return direct(embeddings_data, run_embeddings);
+  if (timeseries_cmd->parsed()) return direct(timeseries_data, run_timeseries);
   if (mount->parsed()) return RunMount(ma);
   if (umount->parsed()) return RunUmount(umount_point);
   if (demo->parsed()) return RunDemo(demo_data);

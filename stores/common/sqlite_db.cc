@@ -184,4 +184,15 @@ Status SqliteTransaction::Rollback() {
   return db->Exec("ROLLBACK");
 }
 
+// ---- SqliteFullSyncScope ----
+
+Status SqliteFullSyncScope::Enter() {
+  return db_ != nullptr ? db_->Exec("PRAGMA synchronous=FULL") : Status::Ok();
+}
+
+// Failing to go back to NORMAL leaves later commits slower, never less safe.
+SqliteFullSyncScope::~SqliteFullSyncScope() {
+  if (db_ != nullptr) db_->Exec("PRAGMA synchronous=NORMAL").IgnoreError();
+}
+
 }  // namespace modelfs

@@ -182,4 +182,21 @@ class SqliteTransaction {
   SqliteDb* db_ = nullptr;  // null once committed or rolled back
 };
 
+// Raises synchronous to FULL for the lifetime of the scope, so that the next COMMIT fsyncs the WAL
+// (a durable commit on a connection that otherwise runs at NORMAL), then lowers it back to NORMAL.
+// With enable false it does nothing. SQLite refuses to change the setting inside a transaction:
+// create the scope and Enter() it before BEGIN, so that it ends after the transaction.
+class SqliteFullSyncScope {
+ public:
+  SqliteFullSyncScope(SqliteDb& db, bool enable) : db_(enable ? &db : nullptr) {}
+  SqliteFullSyncScope(const SqliteFullSyncScope&) = delete;
+  SqliteFullSyncScope& operator=(const SqliteFullSyncScope&) = delete;
+  ~SqliteFullSyncScope();
+
+  Status Enter();
+
+ private:
+  SqliteDb* db_;  // null when disabled
+};
+
 }  // namespace modelfs

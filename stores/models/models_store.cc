@@ -86,21 +86,6 @@ ModelInfo ModelFromRow(const SqliteStmt& s) {
   return m;
 }
 
-// Raises synchronous to FULL for the lifetime of the scope, so that the next COMMIT fsyncs the WAL.
-// SQLite refuses to change it inside a transaction: create the scope before BEGIN.
-class FullSyncScope {
- public:
-  FullSyncScope(SqliteDb& db, bool enable) : db_(enable ? &db : nullptr) {}
-  Status Enter() { return db_ ? db_->Exec("PRAGMA synchronous=FULL") : Status::Ok(); }
-  // Staying at FULL after a failed restore is only slower, never less safe.
-  ~FullSyncScope() {
-    if (db_) db_->Exec("PRAGMA synchronous=NORMAL").IgnoreError();
-  }
-
- private:
-  SqliteDb* db_;
-};
-
 // Blobs renamed into place inside a not yet committed transaction. Unless Committed() is called,
 // they are renamed back into staging on destruction (or by Undo()), so a failed commit leaves the
 // staged files as the caller gave them.
@@ -747,7 +732,7 @@ Result<CommitOutcome> ModelStore::CommitLayer(int64_t model_id, int64_t layer_id
       std::lock_guard lock(impl_->mu_);
       SqliteDb& db = impl_->db_;
       if (differs_from) {
-        FullSyncScope full_sync(db, options.durable);
+        SqliteFullSyncScope full_sync(db, options.durable);
         RETURN_IF_ERROR(full_sync.Enter());
         ASSIGN_OR_RETURN(SqliteTransaction txn,
                          SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));

@@ -1,0 +1,137 @@
+#include "fs/timeseries_folder.h"
+
+#include <time.h>
+
+namespace modelfs::fs {
+namespace {
+
+using timeseries::SeriesInfo;
+
+timespec FromNanos(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_sec -= 1;
+    ts.tv_nsec += 1000000000;
+  }
+  return ts;
+}
+
+int64_t ToNanos(const timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+NodeAttr SeriesFile(const SeriesInfo& s) {
+  NodeAttr a;
+  a.type = NodeType::kFile;
+  a.size = s.length * 16;
+  a.mtime = FromNanos(s.mtime_ns);
+  a.version = s.version;
+  a.writable = true;
+  return a;
+}
+
+NodeAttr RootDir() {
+  NodeAttr a;
+  a.type = NodeType::kDir;
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  a.mtime = now;
+  return a;
+}
+
+std::string Where(const Path& p) { return "timeseries/" + JoinPath(p); }
+
+// Series are files directly below the folder; deeper paths name nothing.
+Status CheckDepth(const Path& p) {
+  if (p.empty()) return IsADirectory("timeseries: a folder");
+  if (p.size() > 1) return NotADirectory(Where({p[0]}) + ": a series, not a folder");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<NodeAttr> TimeSeriesFolder::Stat(const Path& p) {
+  if (p.empty()) return RootDir();
+  RETURN_IF_ERROR(CheckDepth(p));
+  ASSIGN_OR_RETURN(SeriesInfo s, store_->Info(p[0]));
+  return SeriesFile(s);
+}
+
+Result<std::vector<DirEntry>> TimeSeriesFolder::List(const Path& dir) {
+  if (!dir.empty()) {
+    RETURN_IF_ERROR(CheckDepth(dir));
+    ASSIGN_OR_RETURN(SeriesInfo s, store_->Info(dir[0]));
+    (void)s;
+    return NotADirectory(Where(dir) + ": a series, not a folder");
+  }
+  std::vector<SeriesInfo> all = store_->List();
+  std::vector<DirEntry> out;
+  out.reserve(all.size());
+  for (auto& s : all) {
+    NodeAttr a = SeriesFile(s);
+    out.push_back({std::move(s.id), a});
+  }
+  return out;
+}
+
+Result<FileContent> TimeSeriesFolder::Open(const Path& p) {
+  RETURN_IF_ERROR(CheckDepth(p));
+  ASSIGN_OR_RETURN(timeseries::TimeSeriesStore::Data d, store_->OpenData(p[0]));
+  FileContent c;
+  c.fd = std::move(d.fd);
+  c.size = d.info.length * 16;
+  return c;
+}
+
+Status TimeSeriesFolder::CheckWritable(const Path& p) {
+  if (p.empty()) return IsADirectory("timeseries: a folder");
+  if (p.size() > 1) return NotADirectory(Where({p[0]}) + ": series are files directly in timeseries/");
+  return timeseries::TimeSeriesStore::ValidateId(p[0]);
+}
+
+Status TimeSeriesFolder::Commit(const Path& p, StagedFile& staged, const CommitContext& ctx,
+                                Vanished* vanished) {
+  RETURN_IF_ERROR(CheckWritable(p));
+  timeseries::WriteOptions opts;
+  if (ctx.mtime) opts.mtime_ns = ToNanos(*ctx.mtime);
+  opts.durable = ctx.durable;
+  ASSIGN_OR_RETURN(timeseries::WriteResult r, store_->Commit(p[0], staged, opts));
+  // Same bytes with another time (rsync restoring a series whose only difference is its mtime): the
+  // inode stays, so its cached attributes must go.
+  if (r.outcome == timeseries::WriteOutcome::kTimeChanged) vanished->push_back(p);
+  return Status::Ok();
+}
+
+Status TimeSeriesFolder::Remove(const Path& p, Vanished* vanished) {
+  (void)vanished;
+  RETURN_IF_ERROR(CheckDepth(p));
+  return store_->Remove(p[0]);
+}
+
+Result<MkdirOutcome> TimeSeriesFolder::MakeDir(const Path& p) {
+  return PermissionDenied(Where(p) + ": timeseries/ holds series files only, no folders");
+}
+
+Status TimeSeriesFolder::RemoveDir(const Path& p, Vanished* vanished) {
+  (void)vanished;
+  if (p.empty()) return PermissionDenied("timeseries: cannot be removed");
+  ASSIGN_OR_RETURN(NodeAttr a, Stat(p));
+  (void)a;
+  return NotADirectory(Where(p) + ": a series, not a folder (use rm)");
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> TimeSeriesFolder::Xattrs(const Path& p) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (p.empty()) {
+    out.emplace_back("user.modelfs.count", std::to_string(store_->Count()));
+    return out;
+  }
+  RETURN_IF_ERROR(CheckDepth(p));
+  ASSIGN_OR_RETURN(SeriesInfo s, store_->Info(p[0]));
+  out.emplace_back("user.modelfs.size", std::to_string(s.length));
+  return out;
+}
+
+}  // namespace modelfs::fs
