@@ -19,6 +19,10 @@ modelfs is mounted at $mnt (data in $data). Try:
   cat $mnt/models/1/meta
   /usr/bin/python3 -c "import numpy as np; print(np.fromfile('$mnt/models/1/layers/0', dtype=np.float32).reshape(64, 784))"
   cp /etc/hostname $mnt/models/2/layers/1 && ls $mnt/models/2/history/1
+  cat $mnt/embeddings/groups; ls -l $mnt/embeddings/group
+  ls -l $mnt/timeseries; getfattr -n user.modelfs.size $mnt/timeseries/temperature
+  /usr/bin/python3 -c "import numpy as np; t, v = np.fromfile('$mnt/timeseries/temperature').reshape(2, -1); print(t[:5], v[:5])"
+  /usr/bin/python3 -c "import numpy as np; np.stack([np.arange(5.0), np.ones(5)]).tofile('$mnt/timeseries/mine')"
   rsync -aX $mnt/ /tmp/modelfs-backup/
 Unmount with:
   $root/build/bin/modelfs umount $mnt
