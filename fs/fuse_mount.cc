@@ -225,6 +225,8 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   auto r = C(req).Open(ino, fi->flags);
   if (!r.ok()) return ReplyError(req, "open", r.status());
   ApplyOpen(fi, *r);
+  // A read-only handle has nothing to commit: no FLUSH round trip at each close().
+  if ((fi->flags & O_ACCMODE) == O_RDONLY) fi->noflush = 1;
   if (fuse_reply_open(req, fi) == -ENOENT) C(req).Release(r->fh);  // the opener was interrupted
 }
 

@@ -1,6 +1,5 @@
 #include "fs/timeseries_folder.h"
 
-#include <time.h>
 
 namespace modelfs::fs {
 namespace {
@@ -32,12 +31,10 @@ NodeAttr SeriesFile(const SeriesInfo& s) {
   return a;
 }
 
-NodeAttr RootDir() {
+NodeAttr RootDir(int64_t change_ns) {
   NodeAttr a;
   a.type = NodeType::kDir;
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  a.mtime = now;
+  a.mtime = FromNanos(change_ns);
   return a;
 }
 
@@ -53,7 +50,12 @@ Status CheckDepth(const Path& p) {
 }  // namespace
 
 Result<NodeAttr> TimeSeriesFolder::Stat(const Path& p) {
-  if (p.empty()) return RootDir();
+  if (p.empty()) {
+    // Stable until the listing changes: a folder mtime that moved on every stat would make the
+    // kernel drop its cached listing of (possibly 100,000) series each time.
+    ASSIGN_OR_RETURN(int64_t changed, store_->ChangeTimeNs());
+    return RootDir(changed);
+  }
   RETURN_IF_ERROR(CheckDepth(p));
   ASSIGN_OR_RETURN(SeriesInfo s, store_->Info(p[0]));
   return SeriesFile(s);

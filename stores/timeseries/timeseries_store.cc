@@ -813,6 +813,12 @@ Status TimeSeriesStore::Remove(std::string_view id) {
   return Status::Ok();
 }
 
+Result<int64_t> TimeSeriesStore::ChangeTimeNs() {
+  struct stat st;
+  if (::stat(impl_->data_dir_.c_str(), &st) != 0) return ErrnoError("stat " + impl_->data_dir_, errno);
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
 Status TimeSeriesStore::Sync() { return impl_->Sync(); }
 
 }  // namespace modelfs::timeseries

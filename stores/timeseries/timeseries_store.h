@@ -148,6 +148,10 @@ class TimeSeriesStore {
   Status Remove(std::string_view id);
   // Number of series (from memory).
   size_t Count();
+  // When the set of series last changed (one added, replaced or removed), in ns since the epoch: the
+  // mtime of data/, which the filesystem updates exactly then. The folder's mtime, so that it changes
+  // only when its listing does. IOError when data/ cannot be stat'ed.
+  Result<int64_t> ChangeTimeNs();
   // Makes everything committed so far survive a machine crash.
   Status Sync();
 

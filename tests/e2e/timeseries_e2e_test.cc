@@ -127,7 +127,12 @@ TEST_F(TimeseriesE2E, BadInputGetsEinvalAndChangesNothing) {
 }
 
 TEST_F(TimeseriesE2E, RmDeletesAndListingsFollow) {
+  // The folder's mtime moves only when its listing changes (the kernel keeps the listing until then).
+  std::string folder_time = Ok("stat -c %.9Y " + T());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // past the folder's attribute timeout
+  EXPECT_EQ(Ok("stat -c %.9Y " + T()), folder_time);
   Ok("cp " + Series("x.bin", 10, 4) + " " + T() + "/gone");
+  EXPECT_NE(Ok("stat -c %.9Y " + T()), folder_time);
   EXPECT_EQ(Ok("ls " + T() + " | wc -l"), "3\n");
   Ok("rm " + T() + "/gone");
   EXPECT_EQ(Ok("ls " + T()), "damped\ntemperature\n");
