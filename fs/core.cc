@@ -52,6 +52,7 @@ struct Core::WriteState {
   bool dirty = false;                  // (mu) staged bytes differ from what the store has
   bool durable = false;                // (mu) fsync was called: the commit must be durable
   std::optional<timespec> mtime;       // (mu) set by utimens: used as the version's time
+  std::map<std::string, std::string> xattrs;  // (mu) user.modelfs.* set before the commit (rsync -X)
   std::string folder_staging_dir;      // constant
 };
 
@@ -402,6 +403,7 @@ Status Core::CommitState(const Path& path, WriteState& ws, Vanished* vanished) {
   CommitContext ctx;
   ctx.mtime = ws.mtime;
   ctx.durable = ws.durable;
+  ctx.xattrs.assign(ws.xattrs.begin(), ws.xattrs.end());
   Status st = folder->Commit(Rest(path), *ws.staged, ctx, vanished);
   if (st.ok()) ws.dirty = false;
   return st;
@@ -534,8 +536,20 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
     std::lock_guard wl(timed->mu);
     timed->mtime = *in.mtime;
   }
-  // Modes, owners and times of committed entries are the store's: changing them is accepted (so that
-  // rsync -a and cp -p work) and not kept. Staged files keep them until their commit.
+  // Modes and owners of committed entries are the store's: changing them is accepted (so that rsync -a
+  // and cp -p work) and not kept. Their times go to the folder, which keeps them or not (SetMtime).
+  // Staged files keep all of them until their commit.
+  if (in.mtime && !timed && !pending && path.size() > 1) {
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime));
+    // The inode keeps its content version; only its attributes may have moved.
+    auto fresh = StatPath(path);
+    if (fresh.ok()) {
+      std::lock_guard lock(mu_);
+      Node* n = FindNode(ino);
+      if (n != nullptr && SameContent(n->attr, *fresh)) n->attr = *fresh;
+    }
+  }
   return GetAttr(ino);
 }
 
@@ -549,6 +563,22 @@ Result<std::string> Core::ReadLink(Ino ino) {
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   return folder->ReadLink(Rest(path));
+}
+
+Result<EntryOut> Core::Symlink(Ino parent, const std::string& name, const std::string& target) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  if (IsTemporaryName(name)) {
+    return InvalidArgument(JoinPath(path) + ": link names cannot start with '.' (temporary names)");
+  }
+  if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": the top-level folders are fixed");
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
+  Vanished vanished;
+  RETURN_IF_ERROR(folder->MakeSymlink(Rest(path), target, &vanished));
+  InvalidateVanished({path[0]}, vanished);
+  InvalidateListings(path, /*wait=*/false);
+  return Lookup(parent, name);
 }
 
 Result<EntryOut> Core::MakeDir(Ino parent, const std::string& name) {
@@ -697,7 +727,10 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     // the bytes it was written with (its pages were never cached: writes are direct I/O).
     if (Node* n = MoveName(ino, new_parent, new_name, to)) {
       n->pending = false;
-      if (!lazy) n->attr = attr;
+      if (!lazy && attr.type == NodeType::kFile) n->attr = attr;
+      // What was written became another kind of entry (weights/<name>: a link to the tensor's hash).
+      // The kernel must not see an inode change type: the name gets a fresh inode at the next lookup.
+      if (!lazy && attr.type != NodeType::kFile) vanished.push_back(Rest(to));
     }
   }
   InvalidateVanished({from[0]}, vanished);
@@ -1030,7 +1063,9 @@ Status Core::FlushHandle(uint64_t fh, bool at_release) {
       pending_.erase(JoinPath(path));
       if (n != nullptr) {
         n->pending = false;
-        if (attr.ok()) n->attr = *attr;
+        if (attr.ok() && attr->type == NodeType::kFile) n->attr = *attr;
+        // Became another kind of entry (a link): fresh inode at the next lookup (see Rename).
+        if (attr.ok() && attr->type != NodeType::kFile) vanished.push_back(Rest(path));
       }
     }
     // A committed file got new bytes: the name moves to a new inode at the next lookup; readers of the
@@ -1145,14 +1180,33 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
   return names;
 }
 
-Status Core::SetXattr(Ino ino, const std::string& name) {
+Status Core::SetXattr(Ino ino, const std::string& name, std::string_view value) {
   if (options_.read_only) return ReadOnly("mounted read-only");
   if (name.rfind(kXattrPrefix, 0) != 0) {
     return NotSupported("extended attribute " + name + ": only user.modelfs.* exist here");
   }
-  std::lock_guard lock(mu_);
-  if (FindNode(ino) == nullptr) return NotFound("unknown inode");
-  return Status::Ok();
+  Path path;
+  std::shared_ptr<WriteState> ws;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = FindNode(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->path.size() < 2) return Status::Ok();  // the mount's own folders: nothing stored
+    // A file being written keeps them for its commit (rsync -X sets them before the rename).
+    if (n->ws && (n->pending || n->open_writers > 0)) {
+      ws = n->ws;
+    } else if (n->pending) {
+      return Status::Ok();
+    }
+    path = n->path;
+  }
+  if (ws) {
+    std::lock_guard wl(ws->mu);
+    ws->xattrs[name] = std::string(value);
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  return folder->SetXattr(Rest(path), name, value);
 }
 
 Status Core::RemoveXattr(Ino ino, const std::string& name) {

@@ -117,6 +117,7 @@ class Core {
   Result<AttrOut> GetAttr(Ino ino);
   Result<AttrOut> SetAttr(Ino ino, const SetAttrIn& in);
   Result<std::string> ReadLink(Ino ino);
+  Result<EntryOut> Symlink(Ino parent, const std::string& name, const std::string& target);
 
   Result<EntryOut> MakeDir(Ino parent, const std::string& name);
   Status Unlink(Ino parent, const std::string& name);
@@ -150,7 +151,7 @@ class Core {
   Result<std::vector<std::string>> ListXattr(Ino ino);
   // The store's attributes are derived (user.modelfs.*): setting one is accepted and not kept, so that
   // rsync -X restores work; other names are not supported.
-  Status SetXattr(Ino ino, const std::string& name);
+  Status SetXattr(Ino ino, const std::string& name, std::string_view value);
   Status RemoveXattr(Ino ino, const std::string& name);
   Status StatFs(struct statvfs* out);
 

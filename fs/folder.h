@@ -61,6 +61,8 @@ struct FileContent {
 struct CommitContext {
   std::optional<timespec> mtime;  // set with utimens on the staged file (rsync sets it before rename)
   bool durable = false;           // fsync was called on the staged file
+  // user.modelfs.* attributes set on the staged file before the commit (rsync -X), name and value.
+  std::vector<std::pair<std::string, std::string>> xattrs;
 };
 
 enum class MkdirOutcome : uint8_t {
@@ -102,6 +104,23 @@ class Folder {
   }
   virtual Result<std::string> ReadLink(const Path& p) {
     return InvalidArgument(JoinPath(p) + ": not a symbolic link");
+  }
+  // Creates a symbolic link at p to target (ln -s). Most folders have none.
+  virtual Status MakeSymlink(const Path& p, const std::string& target, Vanished* vanished) {
+    (void)target, (void)vanished;
+    return NotSupported(JoinPath(p) + ": symbolic links are not supported here");
+  }
+  // Sets the mtime of a stored entry (touch, rsync -a setting a link's or a file's time after its
+  // rename). Default: accepted and not kept (the store decides times).
+  virtual Status SetMtime(const Path& p, const timespec& mtime) {
+    (void)p, (void)mtime;
+    return Status::Ok();
+  }
+  // Sets extended attribute `name` (user.modelfs.*) of a stored entry. Default: accepted and not kept
+  // (derived attributes; rsync -aX restoring them must not fail).
+  virtual Status SetXattr(const Path& p, const std::string& name, std::string_view value) {
+    (void)p, (void)name, (void)value;
+    return Status::Ok();
   }
   // Extended attributes of p (name, value), e.g. user.modelfs.create_time.
   virtual Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) {

@@ -188,6 +188,13 @@ void OnReadLink(fuse_req_t req, fuse_ino_t ino) noexcept {
   fuse_reply_readlink(req, r->c_str());
 }
 
+void OnSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
+  auto r = C(req).Symlink(parent, name, link);
+  if (!r.ok()) return ReplyError(req, "symlink", r.status());
+  fuse_entry_param e = ToEntry(*r);
+  fuse_reply_entry(req, &e);
+}
+
 void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
   (void)mode;
   auto r = C(req).MakeDir(parent, name);
@@ -380,8 +387,8 @@ void OnStatFs(fuse_req_t req, fuse_ino_t ino) noexcept {
 
 void OnSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) noexcept {
-  (void)value, (void)size, (void)flags;
-  Status st = C(req).SetXattr(ino, name);
+  (void)flags;
+  Status st = C(req).SetXattr(ino, name, std::string_view(value, size));
   if (!st.ok()) return ReplyError(req, "setxattr", st);
   fuse_reply_err(req, 0);
 }
@@ -453,6 +460,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.getattr = OnGetAttr;
   ops.setattr = OnSetAttr;
   ops.readlink = OnReadLink;
+  ops.symlink = OnSymlink;
   ops.mkdir = OnMkdir;
   ops.unlink = OnUnlink;
   ops.rmdir = OnRmdir;

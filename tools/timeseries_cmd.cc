@@ -42,17 +42,6 @@ Status StageFrom(int fd, const std::string& name, StagedFile& staged) {
   }
 }
 
-Status WriteAll(int fd, const char* p, size_t n, const std::string& name) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return ErrnoError("write " + name, errno);
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
 int Run(const TimeseriesArgs& a, const std::string& data) {
   auto opened = timeseries::TimeSeriesStore::Open(data + "/timeseries");
   if (!opened.ok()) return Fail(opened.status().message());
@@ -82,17 +71,8 @@ int Run(const TimeseriesArgs& a, const std::string& data) {
     if (!d.ok()) return Fail(d.status().message());
     const uint64_t size = d->info.length * 16;
     if (a.file == "-") {
-      std::vector<char> buf(1 << 20);
-      for (uint64_t off = 0; off < size;) {
-        auto n = PreadFull(d->fd.get(), buf.data(), std::min<uint64_t>(buf.size(), size - off),
-                           static_cast<off_t>(off));
-        if (!n.ok()) return Fail(n.status().message());
-        if (*n == 0) return Fail(a.id + ": data file shorter than its index says");
-        Status st = WriteAll(STDOUT_FILENO, buf.data(), *n, "stdout");
-        if (!st.ok()) return Fail(st.message());
-        off += *n;
-      }
-      return 0;
+      Status st = CopyToStream(d->fd.get(), 0, STDOUT_FILENO, size);
+      return st.ok() ? 0 : Fail(a.id + ": to stdout: " + st.message());
     }
     auto out = OpenFile(a.file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (!out.ok()) return Fail(out.status().message());

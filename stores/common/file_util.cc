@@ -48,6 +48,24 @@ Status PwriteFull(int fd, const void* buf, size_t len, off_t off) {
   return Status::Ok();
 }
 
+Status CopyToStream(int src, off_t src_off, int dst, uint64_t len) {
+  std::unique_ptr<char[]> buf(new char[kBlockSize]);
+  while (len > 0) {
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(len, kBlockSize));
+    ASSIGN_OR_RETURN(size_t n, PreadFull(src, buf.get(), chunk, src_off));
+    if (n < chunk) return IOError("copy: source ended before the requested length");
+    for (size_t done = 0; done < n;) {
+      ssize_t w = ::write(dst, buf.get() + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return ErrnoError("write", errno);
+      done += static_cast<size_t>(w);
+    }
+    src_off += static_cast<off_t>(n);
+    len -= n;
+  }
+  return Status::Ok();
+}
+
 Status CopyRange(int src, off_t src_off, int dst, off_t dst_off, uint64_t len) {
   loff_t in = src_off;
   loff_t out = dst_off;

@@ -19,6 +19,9 @@ Result<size_t> PreadFull(int fd, void* buf, size_t len, off_t off);
 Status PwriteFull(int fd, const void* buf, size_t len, off_t off);
 // Copies len bytes from src at src_off to dst at dst_off (in-kernel when possible).
 Status CopyRange(int src, off_t src_off, int dst, off_t dst_off, uint64_t len);
+// Copies len bytes from src at src_off to dst at its current position with write(2): for pipes,
+// terminals and sockets, which take no offsets.
+Status CopyToStream(int src, off_t src_off, int dst, uint64_t len);
 // Size of an open file.
 Result<uint64_t> FileSize(int fd);
 // True when both fds hold the same bytes (sizes compared first, then content in 1 MiB blocks).
