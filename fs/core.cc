@@ -700,9 +700,21 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
   if (!ws) {
     Vanished vanished;
     RETURN_IF_ERROR(folder->Rename(Rest(from), Rest(to), &vanished));
-    std::lock_guard lock(mu_);
-    DetachName(CurrentIno(parent, name));
-    DetachName(CurrentIno(new_parent, new_name));
+    auto attr = StatPath(to);
+    {
+      std::lock_guard lock(mu_);
+      // The kernel moved its dentry onto the renamed inode, and may ask it (readlink) before any
+      // lookup: the inode now stands for `to`. If what `to` is differs from what the inode was, it
+      // keeps the new path but loses the name, so the next lookup makes a fresh inode.
+      Node* n = MoveName(CurrentIno(parent, name), new_parent, new_name, to);
+      if (n != nullptr && (!attr.ok() || attr->type != n->attr.type || !SameContent(n->attr, *attr))) {
+        DetachName(n->ino);
+      } else if (n != nullptr) {
+        n->attr = *attr;
+      }
+    }
+    InvalidateVanished({from[0]}, vanished);
+    InvalidateListings(to, /*wait=*/false);  // rename holds the folders' locks: queue, do not wait
     return Status::Ok();
   }
   // A staged file renamed onto a real name: this is its commit (rsync's .name.XXXXXX -> name).
@@ -1212,7 +1224,11 @@ Status Core::SetXattr(Ino ino, const std::string& name, std::string_view value) 
 Status Core::RemoveXattr(Ino ino, const std::string& name) {
   (void)ino;
   if (options_.read_only) return ReadOnly("mounted read-only");
-  return NotSupported("extended attribute " + name + ": derived from the store, cannot be removed");
+  // Like setting them: accepted and not kept. Some derived attributes depend on how a store holds
+  // an entry (a tensor stored as a delta has user.modelfs.delta_base; its restored copy may not), so
+  // rsync -X removes them on restore and must not fail for it.
+  if (name.rfind(kXattrPrefix, 0) == 0) return Status::Ok();
+  return NotSupported("extended attribute " + name + ": only user.modelfs.* exist here");
 }
 
 Status Core::StatFs(struct statvfs* out) {

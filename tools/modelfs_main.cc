@@ -27,12 +27,14 @@
 #include "fs/embeddings_text.h"
 #include "fs/models_folder.h"
 #include "fs/timeseries_folder.h"
+#include "fs/weights_folder.h"
 #include "stores/common/file_util.h"
 #include "stores/embeddings/embedding_store.h"
 #include "stores/models/models_store.h"
 #include "stores/timeseries/timeseries_store.h"
 #include "tools/embeddings_cmd.h"
 #include "tools/timeseries_cmd.h"
+#include "tools/weights_cmd.h"
 
 namespace modelfs {
 namespace {
@@ -89,6 +91,7 @@ struct MountArgs {
   bool foreground = false;
   std::vector<std::string> options;
   std::optional<int64_t> embeddings_ttl;
+  std::string weights_codec;
 };
 
 int RunMount(MountArgs a) {
@@ -115,6 +118,10 @@ int RunMount(MountArgs a) {
       if (o == "ro") read_only = true;
       if (o.rfind("embeddings_ttl=", 0) == 0) {
         a.embeddings_ttl = strtoll(o.c_str() + 15, nullptr, 10);
+        continue;
+      }
+      if (o.rfind("weights_codec=", 0) == 0) {
+        a.weights_codec = o.substr(14);
         continue;
       }
       if (o.rfind("readahead_kb=", 0) == 0) {
@@ -199,6 +206,19 @@ int RunMount(MountArgs a) {
       return 1;
     }
     folders.push_back(std::make_unique<fs::TimeSeriesFolder>(std::move(*store)));
+  }
+  {
+    // Decoded .npy files of /weights live here, unlinked; a crash leaves nothing.
+    const std::string cache = a.data + "/staging/weights";
+    Status st = MakeDirs(cache);
+    if (st.ok()) st = ClearDir(cache);
+    auto store = st.ok() ? OpenWeightStore(a.data, a.weights_codec)
+                         : Result<std::unique_ptr<weights::WeightStore>>(st);
+    if (!store.ok()) {
+      report(store.status());
+      return 1;
+    }
+    folders.push_back(std::make_unique<fs::WeightsFolder>(std::move(*store), cache));
   }
   fs::CoreOptions co;
   co.uid = getuid();
@@ -318,8 +338,38 @@ int RunDemo(std::string data) {
       if (!r.ok()) return Fail(r.status().message());
     }
   }
+  ts->reset();
+  // Weights: an MLP's first layer and bias, and a fine-tuned copy of the layer with 1% of its values
+  // changed (stored as a delta against the original).
+  auto ws = OpenWeightStore(data, "");
+  if (!ws.ok()) return Fail(ws.status().message());
+  {
+    weights::WeightTensor w1, b1;
+    w1.spec = {weights::DType::kFloat32, {64, 784}};
+    w1.data = Floats(64 * 784, 0.05f, 0);
+    w1.meta = {"fc1.weight", "Linear", "mnist-mlp"};
+    b1.spec = {weights::DType::kFloat32, {64}};
+    b1.data = Floats(64, 0.01f, 1);
+    b1.meta = {"fc1.bias", "Linear", "mnist-mlp"};
+    weights::WeightTensor tuned = w1;
+    tuned.meta.model_name = "mnist-mlp-finetuned";
+    for (size_t i = 0; i < 64 * 784; i += 100) {
+      float v;
+      std::memcpy(&v, tuned.data.data() + i * 4, 4);
+      v *= 1.01f;
+      std::memcpy(tuned.data.data() + i * 4, &v, 4);
+    }
+    for (auto [name, t] : {std::pair{"mnist-mlp.fc1.weight.npy", &w1}, std::pair{"mnist-mlp.fc1.bias.npy", &b1},
+                           std::pair{"mnist-mlp-finetuned.fc1.weight.npy", &tuned}}) {
+      auto r = (*ws)->Store(*t);
+      if (!r.ok()) return Fail(r.status().message());
+      Status st = (*ws)->SetName(name, r->hash);
+      if (!st.ok()) return Fail(st.message());
+    }
+  }
   std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2
-            << ", embedding groups 0 and 1 (200 keys each), time series temperature and damped\n";
+            << ", embedding groups 0 and 1 (200 keys each), time series temperature and damped,"
+            << " three weight tensors (one a delta)\n";
   return 0;
 }
 
@@ -383,7 +433,9 @@ int main(int argc, char** argv) {
   mount->add_option("--data", ma.data, "Data directory (default $MODELFS_DATA, else $XDG_DATA_HOME/modelfs)");
   mount->add_option("mountpoint", ma.mountpoint, "Existing empty folder")->required();
   mount->add_flag("-f,--foreground", ma.foreground, "Stay in the foreground, log to stderr");
-  mount->add_option("-o", ma.options, "Mount options: ro, allow_other, readahead_kb=N (default 1024), and libfuse's");
+  mount->add_option("-o", ma.options,
+                    "Mount options: ro, allow_other, readahead_kb=N (default 1024), embeddings_ttl=N, "
+                    "weights_codec=zstd-N|gzip-N|lzf|none (a new store's codec), and libfuse's");
 
   std::string umount_point;
   auto* umount = app.add_subcommand("umount", "Unmount cleanly; returns once all is durable");
@@ -423,6 +475,11 @@ int main(int argc, char** argv) {
   auto run_timeseries = AddTimeseriesCommand(app, &timeseries_cmd);
   timeseries_cmd->add_option("--data", timeseries_data, "Data directory");
 
+  std::string weights_data;
+  CLI::App* weights_cmd = nullptr;
+  auto run_weights = AddWeightsCommand(app, &weights_cmd);
+  weights_cmd->add_option("--data", weights_data, "Data directory");
+
   CLI11_PARSE(app, argc, argv);
   // Direct store access: the data directory is resolved and locked here (no mount may be using it).
   auto direct = [](const std::string& given, const auto& run) {
@@ -435,6 +492,7 @@ int main(int argc, char** argv) {
   };
   if (embeddings_cmd->parsed()) return direct(embeddings_data, run_embeddings);
   if (timeseries_cmd->parsed()) return direct(timeseries_data, run_timeseries);
+  if (weights_cmd->parsed()) return direct(weights_data, run_weights);
   if (mount->parsed()) return RunMount(ma);
   if (umount->parsed()) return RunUmount(umount_point);
   if (demo->parsed()) return RunDemo(demo_data);

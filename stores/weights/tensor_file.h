@@ -69,7 +69,9 @@ Status RegisterFilters();
 uint64_t ChunkBytesFor(const TensorSpec& spec);
 
 // Supplies the base tensor's canonical data for chunk i (deltas): fills `out` (chunk-sized; the last
-// chunk is shorter) or fails.
+// chunk is shorter) or fails. Writers and readers call it one call at a time (never concurrently),
+// possibly from their worker threads, not necessarily in chunk order, and never while holding the
+// HDF5 lock (so it may read other tensor files).
 using BaseChunkFn = std::function<Status(uint64_t chunk_index, void* out, size_t len)>;
 
 // Writes one object file at `path` (a new file; fails if it exists). Feed the canonical data in
