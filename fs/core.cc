@@ -23,6 +23,21 @@ std::string JoinPath(const Path& p) {
   return out;
 }
 
+timespec TimespecFromNanos(int64_t ns) {
+  timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_sec -= 1;
+    ts.tv_nsec += 1000000000;
+  }
+  return ts;
+}
+
+int64_t NanosFromTimespec(const timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
 namespace {
 
 timespec Now() {

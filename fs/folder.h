@@ -31,6 +31,10 @@ namespace modelfs::fs {
 using Path = std::vector<std::string>;
 std::string JoinPath(const Path& p);  // "a/b/c"
 
+// Nanoseconds since the epoch <-> timespec (stores keep times as int64 ns).
+timespec TimespecFromNanos(int64_t ns);
+int64_t NanosFromTimespec(const timespec& ts);
+
 enum class NodeType : uint8_t { kDir, kFile, kSymlink };
 
 struct NodeAttr {

@@ -6,26 +6,12 @@ namespace {
 
 using timeseries::SeriesInfo;
 
-timespec FromNanos(int64_t ns) {
-  timespec ts;
-  ts.tv_sec = ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
-  if (ts.tv_nsec < 0) {
-    ts.tv_sec -= 1;
-    ts.tv_nsec += 1000000000;
-  }
-  return ts;
-}
-
-int64_t ToNanos(const timespec& ts) {
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 NodeAttr SeriesFile(const SeriesInfo& s) {
   NodeAttr a;
   a.type = NodeType::kFile;
   a.size = s.length * 16;
-  a.mtime = FromNanos(s.mtime_ns);
+  a.mtime = TimespecFromNanos(s.mtime_ns);
   a.version = s.version;
   a.writable = true;
   return a;
@@ -34,7 +20,7 @@ NodeAttr SeriesFile(const SeriesInfo& s) {
 NodeAttr RootDir(int64_t change_ns) {
   NodeAttr a;
   a.type = NodeType::kDir;
-  a.mtime = FromNanos(change_ns);
+  a.mtime = TimespecFromNanos(change_ns);
   return a;
 }
 
@@ -97,7 +83,7 @@ Status TimeSeriesFolder::Commit(const Path& p, StagedFile& staged, const CommitC
                                 Vanished* vanished) {
   RETURN_IF_ERROR(CheckWritable(p));
   timeseries::WriteOptions opts;
-  if (ctx.mtime) opts.mtime_ns = ToNanos(*ctx.mtime);
+  if (ctx.mtime) opts.mtime_ns = NanosFromTimespec(*ctx.mtime);
   opts.durable = ctx.durable;
   ASSIGN_OR_RETURN(timeseries::WriteResult r, store_->Commit(p[0], staged, opts));
   // Same bytes with another time (rsync restoring a series whose only difference is its mtime): the

@@ -15,20 +15,6 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-timespec FromNanos(int64_t ns) {
-  timespec ts;
-  ts.tv_sec = ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
-  if (ts.tv_nsec < 0) {
-    ts.tv_sec -= 1;
-    ts.tv_nsec += 1000000000;
-  }
-  return ts;
-}
-
-int64_t ToNanos(const timespec& ts) {
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // A content version from the hash itself (a tensor's bytes never change under its hash; a link's
 // target changes exactly when its hash does). Never 0.
@@ -45,7 +31,7 @@ NodeAttr TensorFile(const weights::WeightMetadata& m) {
   NodeAttr a;
   a.type = NodeType::kFile;
   a.size = m.npy_bytes;
-  a.mtime = FromNanos(m.mtime_ns);
+  a.mtime = TimespecFromNanos(m.mtime_ns);
   a.version = VersionOf(m.hash);
   a.writable = false;  // mode 0444: a write must reproduce the bytes exactly
   return a;
@@ -55,7 +41,7 @@ NodeAttr LinkAttr(const std::string& hash, int64_t mtime_ns) {
   NodeAttr a;
   a.type = NodeType::kSymlink;
   a.size = hash.size();
-  a.mtime = FromNanos(mtime_ns);
+  a.mtime = TimespecFromNanos(mtime_ns);
   a.version = VersionOf(hash);
   return a;
 }
@@ -164,7 +150,7 @@ Result<NodeAttr> WeightsFolder::Stat(const Path& p) {
   if (p.empty()) {
     NodeAttr a;
     a.type = NodeType::kDir;
-    a.mtime = FromNanos(changed_ns_.load());
+    a.mtime = TimespecFromNanos(changed_ns_.load());
     return a;
   }
   RETURN_IF_ERROR(OneLevel(p));
@@ -222,7 +208,7 @@ Status WeightsFolder::Commit(const Path& p, StagedFile& staged, const CommitCont
   const bool by_hash = WeightStore::IsHash(target);
   weights::StoreOptions opts;
   opts.durable = ctx.durable;
-  if (ctx.mtime) opts.mtime_ns = ToNanos(*ctx.mtime);
+  if (ctx.mtime) opts.mtime_ns = NanosFromTimespec(*ctx.mtime);
   weights::CoralMeta meta;
   if (!by_hash) meta.name = target;
   // Coral metadata set on the file before its commit (rsync -aX restoring a backup, setfattr).
@@ -239,7 +225,7 @@ Status WeightsFolder::Commit(const Path& p, StagedFile& staged, const CommitCont
   if (by_hash) {
     // A restore of a tensor the store already has carries the backup's time.
     if (!r.added && ctx.mtime) {
-      RETURN_IF_ERROR(store_->SetMtime(r.hash, ToNanos(*ctx.mtime)));
+      RETURN_IF_ERROR(store_->SetMtime(r.hash, NanosFromTimespec(*ctx.mtime)));
       vanished->push_back(p);
     }
   } else {
@@ -327,16 +313,16 @@ Status WeightsFolder::MakeSymlink(const Path& p, const std::string& target, Vani
 
 Status WeightsFolder::SetMtime(const Path& p, const timespec& mtime) {
   RETURN_IF_ERROR(OneLevel(p));
-  if (WeightStore::IsHash(p[0])) return store_->SetMtime(p[0], ToNanos(mtime));
+  if (WeightStore::IsHash(p[0])) return store_->SetMtime(p[0], NanosFromTimespec(mtime));
   {
     std::lock_guard lock(mu_);
     auto it = dangling_.find(p[0]);
     if (it != dangling_.end()) {
-      it->second.mtime_ns = ToNanos(mtime);
+      it->second.mtime_ns = NanosFromTimespec(mtime);
       return Status::Ok();
     }
   }
-  return store_->SetNameMtime(p[0], ToNanos(mtime));
+  return store_->SetNameMtime(p[0], NanosFromTimespec(mtime));
 }
 
 Status WeightsFolder::SetXattr(const Path& p, const std::string& name, std::string_view value) {

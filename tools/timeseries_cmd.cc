@@ -28,20 +28,6 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
-// Streams fd (a file or a pipe) into the staged file.
-Status StageFrom(int fd, const std::string& name, StagedFile& staged) {
-  std::vector<char> buf(1 << 20);
-  off_t off = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError("read " + name, errno);
-    if (n == 0) return Status::Ok();
-    RETURN_IF_ERROR(PwriteFull(staged.fd(), buf.data(), static_cast<size_t>(n), off));
-    off += n;
-  }
-}
-
 int Run(const TimeseriesArgs& a, const std::string& data) {
   auto opened = timeseries::TimeSeriesStore::Open(data + "/timeseries");
   if (!opened.ok()) return Fail(opened.status().message());
@@ -57,8 +43,8 @@ int Run(const TimeseriesArgs& a, const std::string& data) {
     }
     auto staged = StagedFile::Create(store.staging_dir());
     if (!staged.ok()) return Fail(staged.status().message());
-    Status st = StageFrom(fd, a.file == "-" ? "stdin" : a.file, **staged);
-    if (!st.ok()) return Fail(st.message());
+    auto copied = CopyFromStream(fd, a.file == "-" ? "stdin" : a.file, (*staged)->fd(), 0);
+    if (!copied.ok()) return Fail(copied.status().message());
     std::optional<std::string_view> id;
     if (!a.id.empty()) id = a.id;
     auto r = store.Commit(id, **staged);

@@ -56,17 +56,8 @@ int Run(const WeightsArgs& a, const std::string& data) {
     }
     auto staged = StagedFile::Create(store.staging_dir());
     if (!staged.ok()) return Fail(staged.status().message());
-    std::vector<char> buf(1 << 20);
-    off_t off = 0;
-    for (;;) {
-      ssize_t n = ::read(fd, buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Fail(ErrnoError("read " + a.file, errno).message());
-      if (n == 0) break;
-      Status st = PwriteFull((*staged)->fd(), buf.data(), static_cast<size_t>(n), off);
-      if (!st.ok()) return Fail(st.message());
-      off += n;
-    }
+    auto copied = CopyFromStream(fd, a.file == "-" ? "stdin" : a.file, (*staged)->fd(), 0);
+    if (!copied.ok()) return Fail(copied.status().message());
     weights::CoralMeta meta{a.name, a.layer_type, a.model_name};
     auto r = store.StoreNpy((*staged)->fd(), meta, {});
     if (!r.ok()) return Fail(a.file + ": " + r.status().message());

@@ -1,5 +1,7 @@
 #include "stores/common/file_util.h"
 
+#include <sys/file.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +48,38 @@ Status PwriteFull(int fd, const void* buf, size_t len, off_t off) {
     done += static_cast<size_t>(n);
   }
   return Status::Ok();
+}
+
+Result<StoreDirLock> LockStoreDir(const std::string& dir) {
+  StoreDirLock lock;
+  ASSIGN_OR_RETURN(lock.fd, OpenFile(dir + "/LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  lock.exclusive = ::flock(lock.fd.get(), LOCK_EX | LOCK_NB) == 0;
+  if (!lock.exclusive) {
+    if (errno != EWOULDBLOCK) return ErrnoError("flock " + dir + "/LOCK", errno);
+    RETURN_IF_ERROR(ShareStoreDirLock(lock.fd.get(), dir));
+  }
+  return lock;
+}
+
+Status ShareStoreDirLock(int lock_fd, const std::string& dir) {
+  while (::flock(lock_fd, LOCK_SH) != 0) {
+    if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> CopyFromStream(int src, const std::string& src_name, int dst, off_t dst_off) {
+  std::unique_ptr<char[]> buf(new char[kBlockSize]);
+  uint64_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(src, buf.get(), kBlockSize);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("read " + src_name, errno);
+    if (n == 0) return total;
+    RETURN_IF_ERROR(PwriteFull(dst, buf.get(), static_cast<size_t>(n), dst_off));
+    dst_off += n;
+    total += static_cast<uint64_t>(n);
+  }
 }
 
 Status CopyToStream(int src, off_t src_off, int dst, uint64_t len) {

@@ -19,6 +19,9 @@ Result<size_t> PreadFull(int fd, void* buf, size_t len, off_t off);
 Status PwriteFull(int fd, const void* buf, size_t len, off_t off);
 // Copies len bytes from src at src_off to dst at dst_off (in-kernel when possible).
 Status CopyRange(int src, off_t src_off, int dst, off_t dst_off, uint64_t len);
+// Reads src (a file or a pipe) to its end, writing what it reads to dst from dst_off. Returns the
+// number of bytes copied. src_name names src in errors.
+Result<uint64_t> CopyFromStream(int src, const std::string& src_name, int dst, off_t dst_off);
 // Copies len bytes from src at src_off to dst at its current position with write(2): for pipes,
 // terminals and sockets, which take no offsets.
 Status CopyToStream(int src, off_t src_off, int dst, uint64_t len);
@@ -34,6 +37,17 @@ Status SyncDir(const std::string& dir);
 Status MakeDirs(const std::string& dir, mode_t mode = 0755);
 // Removes every entry of a flat directory (the directory itself stays).
 Status ClearDir(const std::string& dir);
+// The open lock of a store directory: DIR/LOCK, taken exclusively when nobody else has the store
+// open (then the opener may repair after a crash: delete orphans and staging files, which would
+// otherwise be another process's commits in flight), else shared. Hold it shared while open.
+struct StoreDirLock {
+  ScopedFd fd;
+  bool exclusive = false;
+};
+Result<StoreDirLock> LockStoreDir(const std::string& dir);
+// Turns an exclusive StoreDirLock shared once the repair is done. (flock converts by unlocking
+// first, which is harmless then: nothing is in flight yet.)
+Status ShareStoreDirLock(int lock_fd, const std::string& dir);
 // Whole-file helpers for small files (configuration, tests).
 Status WriteStringToFile(const std::string& path, std::string_view data);
 Result<std::string> ReadFileToString(const std::string& path);

@@ -195,4 +195,31 @@ SqliteFullSyncScope::~SqliteFullSyncScope() {
   if (db_ != nullptr) db_->Exec("PRAGMA synchronous=NORMAL").IgnoreError();
 }
 
+Result<SqliteDb> OpenStoreDb(const std::string& path, const std::vector<std::string_view>& migrations) {
+  ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path));
+  ASSIGN_OR_RETURN(auto mode, db.QueryRow("PRAGMA journal_mode=WAL"));
+  if (!mode.found || mode.stmt.ColumnText(0) != "wal") {
+    return IOError(path + ": cannot switch to WAL journal mode");
+  }
+  mode = {};
+  RETURN_IF_ERROR(
+      db.Exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000"));
+  ASSIGN_OR_RETURN(SqliteTransaction txn,
+                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
+  ASSIGN_OR_RETURN(auto row, db.QueryRow("PRAGMA user_version"));
+  const int64_t version = row.found ? row.stmt.ColumnInt64(0) : 0;
+  row = {};
+  const auto latest = static_cast<int64_t>(migrations.size());
+  if (version > latest) {
+    return IOError(path + ": schema version " + std::to_string(version) +
+                   " is newer than this modelfs (" + std::to_string(latest) + ")");
+  }
+  for (int64_t v = version; v < latest; ++v) {
+    RETURN_IF_ERROR(db.Exec(migrations[static_cast<size_t>(v)]));
+    RETURN_IF_ERROR(db.Exec("PRAGMA user_version=" + std::to_string(v + 1)));
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return db;
+}
+
 }  // namespace modelfs

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "stores/common/status.h"
 
@@ -198,5 +199,13 @@ class SqliteFullSyncScope {
  private:
   SqliteDb* db_;  // null when disabled
 };
+
+// Opens a store's database: WAL (readers do not block the writer, a commit is one append),
+// synchronous=NORMAL (a commit survives a process crash without an fsync; durable commits raise it
+// with SqliteFullSyncScope), foreign keys on, a 10 s busy timeout. Then brings the schema to version
+// migrations.size(): migrations[i] takes PRAGMA user_version i to i+1, all under the write lock so
+// that two processes opening a new store migrate once. IOError for a schema newer than this
+// program's; Corruption for a file that is not a database.
+Result<SqliteDb> OpenStoreDb(const std::string& path, const std::vector<std::string_view>& migrations);
 
 }  // namespace modelfs

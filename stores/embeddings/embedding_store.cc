@@ -35,6 +35,7 @@
 #include <system_error>
 
 #include "stores/common/file_util.h"
+#include "stores/common/names.h"
 #include "stores/common/scoped_fd.h"
 #include "stores/embeddings/initializers.h"
 #include "stores/embeddings/optimizers.h"
@@ -60,9 +61,7 @@ constexpr size_t kBulkBatchBytes = 4 << 20;
 constexpr size_t kDumpApplyBatch = 4096;
 constexpr int64_t kMillisPerDay = 86400 * 1000;
 
-void LogWarning(const std::string& message) {
-  fprintf(stderr, "modelfs: embeddings store: %s\n", message.c_str());
-}
+void LogWarning(const std::string& message) { LogStoreWarning("embeddings", message); }
 
 // RocksDB's TTL removes keys in background compactions, which the store does not see. This listener
 // notices compactions of the data family that dropped records other than overwritten versions (the

@@ -14,12 +14,12 @@
 #include <utility>
 
 #include "stores/common/file_util.h"
+#include "stores/common/names.h"
 #include "stores/common/sqlite_db.h"
 
 namespace modelfs::models {
 namespace {
 
-constexpr int kSchemaVersion = 1;
 
 // Schema version 1. The UNIQUE constraint's index is (model_id, layer_id, create_time, rowid), and
 // rowid is version_id, so it serves "newest", "at time" and "oldest first" without a sort; a
@@ -62,9 +62,7 @@ Status NoSuchModel(int64_t model_id) { return NotFound(ModelName(model_id) + ": 
 
 // The store has no logger of its own; these are errors that happen after a commit succeeded and
 // that the next Open() repairs, so they are reported and not returned.
-void LogWarning(const std::string& message) {
-  fprintf(stderr, "modelfs: models store: %s\n", message.c_str());
-}
+void LogWarning(const std::string& message) { LogStoreWarning("models", message); }
 
 VersionInfo VersionFromRow(const SqliteStmt& s) {
   VersionInfo v;
@@ -357,52 +355,18 @@ Result<std::unique_ptr<ModelStore>> ModelStore::Open(const std::string& dir) {
   // the database, and this lock decides who may repair after a crash. Only an opener that finds
   // nobody else (exclusive lock) may delete orphans and staging files, which would otherwise be
   // another process's commits in flight. Everyone then holds it shared until closing.
-  ASSIGN_OR_RETURN(ScopedFd lock_fd, OpenFile(dir + "/LOCK", O_RDWR | O_CREAT, 0644));
-  bool exclusive = ::flock(lock_fd.get(), LOCK_EX | LOCK_NB) == 0;
-  if (!exclusive) {
-    if (errno != EWOULDBLOCK) return ErrnoError("flock " + dir + "/LOCK", errno);
-    while (::flock(lock_fd.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
-  }
+  ASSIGN_OR_RETURN(StoreDirLock dir_lock, LockStoreDir(dir));
+  const bool exclusive = dir_lock.exclusive;
+  ScopedFd lock_fd = std::move(dir_lock.fd);
 
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(dir + "/models.db"));
-  // WAL: readers do not block the writer and a commit is one append. NORMAL: a commit survives a
-  // process crash without an fsync; durable commits raise it to FULL for themselves.
-  ASSIGN_OR_RETURN(auto mode, db.QueryRow("PRAGMA journal_mode=WAL"));
-  if (!mode.found || mode.stmt.ColumnText(0) != "wal") {
-    return IOError(dir + "/models.db: cannot switch to WAL journal mode");
-  }
-  mode = {};
-  RETURN_IF_ERROR(
-      db.Exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000"));
-
-  {
-    // Migrations run under the write lock so that two processes opening a new store migrate once.
-    ASSIGN_OR_RETURN(SqliteTransaction txn,
-                     SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
-    ASSIGN_OR_RETURN(auto row, db.QueryRow("PRAGMA user_version"));
-    int64_t version = row.found ? row.stmt.ColumnInt64(0) : 0;
-    row = {};
-    if (version > kSchemaVersion) {
-      return IOError(dir + "/models.db: schema version " + std::to_string(version) +
-                     " is newer than this modelfs (" + std::to_string(kSchemaVersion) + ")");
-    }
-    if (version < 1) {
-      RETURN_IF_ERROR(db.Exec(kSchemaV1));
-      RETURN_IF_ERROR(db.Exec("PRAGMA user_version=1"));
-    }
-    RETURN_IF_ERROR(txn.Commit());
-  }
+  ASSIGN_OR_RETURN(SqliteDb db, OpenStoreDb(dir + "/models.db", {kSchemaV1}));
 
   auto impl = std::make_unique<Impl>(dir, std::move(lock_fd), std::move(db));
   if (exclusive) {
     RETURN_IF_ERROR(impl->RemoveGarbage());
     // Not atomic (flock converts by unlocking first), which is harmless: the repair is done and we
     // have nothing in flight yet.
-    while (::flock(impl->lock_fd_.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
+    RETURN_IF_ERROR(ShareStoreDirLock(impl->lock_fd_.get(), dir));
   }
   std::string staging = impl->staging_dir_;
   return std::unique_ptr<ModelStore>(new ModelStore(std::move(impl), std::move(staging)));

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "stores/common/file_util.h"
+#include "stores/common/names.h"
 #include "stores/common/sqlite_db.h"
 
 namespace modelfs::timeseries {
@@ -34,9 +35,7 @@ static_assert(sizeof(double) == 8 && std::numeric_limits<double>::is_iec559);
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
 constexpr uint64_t kPairBytes = 2 * sizeof(double);  // one time and one value
-constexpr size_t kMaxIdBytes = 255;
 // Numbers skipped because their file exists (see AllocateFileNoLocked) before giving up.
 constexpr int kMaxFileNoAttempts = 1000;
 
@@ -56,26 +55,9 @@ INSERT INTO file_counter(last_file_no) VALUES(0);
 
 // The store has no logger of its own; these are errors that happen after a commit succeeded (or
 // that cannot be returned) and that the next Open() repairs, so they are reported and not returned.
-void LogWarning(const std::string& message) {
-  fprintf(stderr, "modelfs: timeseries store: %s\n", message.c_str());
-}
+void LogWarning(const std::string& message) { LogStoreWarning("timeseries", message); }
 
-// "timeseries id 'name'", with control bytes escaped so that a bad id still prints readably.
-std::string Describe(std::string_view id) {
-  std::string out = "timeseries id '";
-  for (char c : id) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\x%02x", byte);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  out += '\'';
-  return out;
-}
+std::string Describe(std::string_view id) { return QuoteName("timeseries id", id); }
 
 Status WithContext(const std::string& what, const Status& st) {
   return Status(st.code(), what + ": " + st.message());
@@ -547,36 +529,8 @@ TimeSeriesStore::~TimeSeriesStore() = default;
 
 namespace {
 
-// Opens index.db in WAL mode and brings its schema to kSchemaVersion.
-Result<SqliteDb> OpenIndex(const std::string& path) {
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path));
-  // WAL: readers do not block the writer and a commit is one append. NORMAL: a commit survives a
-  // process crash without an fsync; durable commits raise it to FULL for themselves.
-  // (A file that is not a database fails here, with Corruption.)
-  ASSIGN_OR_RETURN(auto mode, db.QueryRow("PRAGMA journal_mode=WAL"));
-  if (!mode.found || mode.stmt.ColumnText(0) != "wal") {
-    return IOError("cannot switch to WAL journal mode");
-  }
-  mode = {};
-  RETURN_IF_ERROR(db.Exec("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000"));
-
-  // Migrations run under the write lock so that two processes opening a new store migrate once.
-  ASSIGN_OR_RETURN(SqliteTransaction txn,
-                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
-  ASSIGN_OR_RETURN(auto row, db.QueryRow("PRAGMA user_version"));
-  int64_t version = row.found ? row.stmt.ColumnInt64(0) : 0;
-  row = {};
-  if (version > kSchemaVersion) {
-    return IOError("schema version " + std::to_string(version) + " is newer than this modelfs (" +
-                   std::to_string(kSchemaVersion) + ")");
-  }
-  if (version < 1) {
-    RETURN_IF_ERROR(db.Exec(kSchemaV1));
-    RETURN_IF_ERROR(db.Exec("PRAGMA user_version=1"));
-  }
-  RETURN_IF_ERROR(txn.Commit());
-  return db;
-}
+// Opens index.db in WAL mode and brings its schema to the newest version.
+Result<SqliteDb> OpenIndex(const std::string& path) { return OpenStoreDb(path, {kSchemaV1}); }
 
 }  // namespace
 
@@ -589,14 +543,9 @@ Result<std::unique_ptr<TimeSeriesStore>> TimeSeriesStore::Open(const std::string
   // the index, and this lock decides who may repair after a crash. Only an opener that finds
   // nobody else (exclusive lock) may delete leftover data and staging files, which would otherwise
   // be another process's commits in flight. Everyone then holds it shared until closing.
-  ASSIGN_OR_RETURN(ScopedFd lock_fd, OpenFile(dir + "/LOCK", O_RDWR | O_CREAT, 0644));
-  bool exclusive = ::flock(lock_fd.get(), LOCK_EX | LOCK_NB) == 0;
-  if (!exclusive) {
-    if (errno != EWOULDBLOCK) return ErrnoError("flock " + dir + "/LOCK", errno);
-    while (::flock(lock_fd.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
-  }
+  ASSIGN_OR_RETURN(StoreDirLock dir_lock, LockStoreDir(dir));
+  const bool exclusive = dir_lock.exclusive;
+  ScopedFd lock_fd = std::move(dir_lock.fd);
 
   const std::string index_path = dir + "/index.db";
   Result<SqliteDb> db = OpenIndex(index_path);
@@ -617,9 +566,7 @@ Result<std::unique_ptr<TimeSeriesStore>> TimeSeriesStore::Open(const std::string
     RETURN_IF_ERROR(impl->RemoveGarbage());
     // Not atomic (flock converts by unlocking first), which is harmless: the repair is done and we
     // have nothing in flight yet.
-    while (::flock(impl->lock_fd_.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
+    RETURN_IF_ERROR(ShareStoreDirLock(impl->lock_fd_.get(), dir));
   }
   // The names made above (data/, staging/, index.db and its WAL, which the migration transaction
   // created) must survive a machine crash for a durable commit to: durable commits fsync data/ and
@@ -631,24 +578,7 @@ Result<std::unique_ptr<TimeSeriesStore>> TimeSeriesStore::Open(const std::string
 }
 
 Status TimeSeriesStore::ValidateId(std::string_view id) {
-  if (id.empty()) return InvalidArgument("timeseries id '': an id is 1..255 bytes, not empty");
-  if (id.size() > kMaxIdBytes) {
-    return NameTooLong("timeseries id of " + std::to_string(id.size()) + " bytes (" +
-                       Describe(id.substr(0, 32)) + "...): ids are at most 255 bytes");
-  }
-  for (char c : id) {
-    auto byte = static_cast<unsigned char>(c);
-    if (c == '/') return InvalidArgument(Describe(id) + ": ids may not contain '/'");
-    if (byte < 0x20 || byte == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "0x%02x", byte);
-      return InvalidArgument(Describe(id) + ": ids may not contain control byte " + buf);
-    }
-  }
-  if (id.front() == '.') {
-    return InvalidArgument(Describe(id) + ": names starting with '.' are temporary files");
-  }
-  return Status::Ok();
+  return ValidatePlainName("timeseries id", id);
 }
 
 Result<WriteResult> TimeSeriesStore::Store(std::optional<std::string_view> id,

@@ -9,7 +9,6 @@
 namespace modelfs::weights {
 namespace {
 
-constexpr int kSchemaVersion = 1;
 
 // Schema version 1. hash and name are TEXT with the BINARY collation, so the primary keys order
 // them by bytes, as List() and ListNames() promise. tensors_by_spec serves the delta-candidate
@@ -128,33 +127,8 @@ Result<std::vector<uint64_t>> ShapeFromJson(std::string_view text) {
 }
 
 Result<WeightIndex> WeightIndex::Open(const std::string& path) {
-  ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path));
-  // WAL: readers do not block the writer and a commit is one append. NORMAL: a commit survives a
-  // process crash without an fsync; durable commits raise it to FULL for themselves.
-  ASSIGN_OR_RETURN(auto mode, db.QueryRow("PRAGMA journal_mode=WAL"));
-  if (!mode.found || mode.stmt.ColumnText(0) != "wal") {
-    return IOError(path + ": cannot switch to WAL journal mode");
-  }
-  mode = {};
-  RETURN_IF_ERROR(
-      db.Exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000"));
-
-  // Migrations run under the write lock so that two processes opening a new store migrate once.
-  ASSIGN_OR_RETURN(SqliteTransaction txn,
-                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
-  ASSIGN_OR_RETURN(auto row, db.QueryRow("PRAGMA user_version"));
-  int64_t version = row.found ? row.stmt.ColumnInt64(0) : 0;
-  row = {};
-  if (version > kSchemaVersion) {
-    return IOError(path + ": schema version " + std::to_string(version) +
-                   " is newer than this modelfs (" + std::to_string(kSchemaVersion) + ")");
-  }
-  if (version < 1) {
-    RETURN_IF_ERROR(db.Exec(kSchemaV1));
-    RETURN_IF_ERROR(db.Exec("PRAGMA user_version=1"));
-  }
-  // Later versions: `if (version < 2) { ALTER TABLE ...; PRAGMA user_version=2; }`.
-  RETURN_IF_ERROR(txn.Commit());
+  // Later versions: append their migration (ALTER TABLE ...) to the list.
+  ASSIGN_OR_RETURN(SqliteDb db, OpenStoreDb(path, {kSchemaV1}));
   return WeightIndex(std::move(db));
 }
 

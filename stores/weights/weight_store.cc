@@ -34,6 +34,7 @@
 #include <utility>
 
 #include "stores/common/file_util.h"
+#include "stores/common/names.h"
 #include "stores/common/sqlite_db.h"
 #include "stores/weights/hdf5_util.h"
 #include "stores/weights/weight_index.h"
@@ -61,7 +62,6 @@ constexpr uint64_t kMinDeltaBytes = 4096;
 constexpr int kCommitAttempts = 4;
 // Numbers skipped because their file exists (see AllocateFileNoLocked) before giving up.
 constexpr int kMaxFileNoAttempts = 1000;
-constexpr size_t kMaxNameBytes = 255;
 // Chain readers opened per base: tensor_file.h's writers and readers call base_fn one call at a
 // time, so one suffices (ChainPool would serve more callers in parallel with more).
 constexpr int kBaseReaders = 1;
@@ -72,9 +72,7 @@ constexpr char kCodecKey[] = "codec";
 
 // The store has no logger of its own; these are errors that happen after a commit succeeded (or
 // that cannot be returned) and that the next Open() or Gc() repairs.
-void LogWarning(const std::string& message) {
-  fprintf(stderr, "modelfs: weight store: %s\n", message.c_str());
-}
+void LogWarning(const std::string& message) { LogStoreWarning("weight", message); }
 
 Status WithContext(const std::string& what, const Status& st) {
   return Status(st.code(), what + ": " + st.message());
@@ -101,22 +99,7 @@ Status NoSuchTensor(std::string_view hash) {
   return NotFound("tensor " + std::string(hash) + ": not stored");
 }
 
-// "name 'x'", with control bytes escaped so that a bad name still prints readably.
-std::string DescribeName(std::string_view name) {
-  std::string out = "name '";
-  for (char c : name) {
-    auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\x%02x", byte);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  out += '\'';
-  return out;
-}
+std::string DescribeName(std::string_view name) { return QuoteName("name", name); }
 
 Status Fdatasync(const std::string& path) {
   ASSIGN_OR_RETURN(ScopedFd fd, OpenFile(path, O_RDONLY | O_CLOEXEC));
@@ -1815,14 +1798,9 @@ Result<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& dir,
   // the index, and this lock decides who may repair after a crash. Only an opener that finds
   // nobody else (exclusive lock) may delete leftover objects and staging files, which would
   // otherwise be another process's commits in flight. Everyone then holds it shared until closing.
-  ASSIGN_OR_RETURN(ScopedFd lock_fd, OpenFile(dir + "/LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  bool exclusive = ::flock(lock_fd.get(), LOCK_EX | LOCK_NB) == 0;
-  if (!exclusive) {
-    if (errno != EWOULDBLOCK) return ErrnoError("flock " + dir + "/LOCK", errno);
-    while (::flock(lock_fd.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
-  }
+  ASSIGN_OR_RETURN(StoreDirLock dir_lock, LockStoreDir(dir));
+  const bool exclusive = dir_lock.exclusive;
+  ScopedFd lock_fd = std::move(dir_lock.fd);
 
   const std::string index_path = dir + "/index.db";
   Result<WeightIndex> index = WeightIndex::Open(index_path);
@@ -1869,9 +1847,7 @@ Result<std::unique_ptr<WeightStore>> WeightStore::Open(const std::string& dir,
     RETURN_IF_ERROR(impl->RemoveOrphanObjects().status());
     // Not atomic (flock converts by unlocking first), which is harmless: the repair is done and we
     // have nothing in flight yet.
-    while (::flock(impl->lock_fd_.get(), LOCK_SH) != 0) {
-      if (errno != EINTR) return ErrnoError("flock " + dir + "/LOCK", errno);
-    }
+    RETURN_IF_ERROR(ShareStoreDirLock(impl->lock_fd_.get(), dir));
   } else {
     Result<uint64_t> removed = impl->RemoveDeadStaging();
     if (!removed.ok()) LogWarning("collecting staging leftovers: " + removed.status().ToString());
@@ -2122,22 +2098,7 @@ bool WeightStore::IsHash(std::string_view s) {
 }
 
 Status WeightStore::ValidateName(std::string_view name) {
-  if (name.empty()) return InvalidArgument("name '': a name is 1..255 bytes, not empty");
-  if (name.size() > kMaxNameBytes) {
-    return NameTooLong(DescribeName(name.substr(0, 32)) + "...: names are at most 255 bytes");
-  }
-  for (char c : name) {
-    auto byte = static_cast<unsigned char>(c);
-    if (c == '/') return InvalidArgument(DescribeName(name) + ": names may not contain '/'");
-    if (byte < 0x20 || byte == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "0x%02x", byte);
-      return InvalidArgument(DescribeName(name) + ": names may not contain control byte " + buf);
-    }
-  }
-  if (name.front() == '.') {
-    return InvalidArgument(DescribeName(name) + ": names starting with '.' are temporary files");
-  }
+  RETURN_IF_ERROR(ValidatePlainName("name", name));
   if (IsHash(name)) {
     return InvalidArgument(DescribeName(name) + ": 64 lower-case hex digits name a hash");
   }
