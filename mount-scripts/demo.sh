@@ -23,6 +23,9 @@ modelfs is mounted at $mnt (data in $data). Try:
   ls -l $mnt/timeseries; getfattr -n user.modelfs.size $mnt/timeseries/temperature
   /usr/bin/python3 -c "import numpy as np; t, v = np.fromfile('$mnt/timeseries/temperature').reshape(2, -1); print(t[:5], v[:5])"
   /usr/bin/python3 -c "import numpy as np; np.stack([np.arange(5.0), np.ones(5)]).tofile('$mnt/timeseries/mine')"
+  ls -l $mnt/weights; getfattr -d $mnt/weights; getfattr -d $mnt/weights/mnist-mlp-finetuned.fc1.weight.npy
+  /usr/bin/python3 -c "import numpy as np; print(np.load('$mnt/weights/mnist-mlp.fc1.weight.npy', mmap_mode='r').shape)"
+  /usr/bin/python3 -c "import numpy as np; np.save('$mnt/weights/mine.npy', np.eye(3))" && ls -l $mnt/weights/mine.npy
   rsync -aX $mnt/ /tmp/modelfs-backup/
 Unmount with:
   $root/build/bin/modelfs umount $mnt

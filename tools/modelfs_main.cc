@@ -164,10 +164,13 @@ int RunMount(MountArgs a) {
       return;
     }
     if (s.ok()) {
-      // Detach from the terminal; logs go to the data directory from now on.
+      // Detach from the terminal; logs go to the data directory from now on, and so does stderr
+      // (where the store libraries write warnings they cannot return, e.g. a failed cleanup).
       int null = open("/dev/null", O_RDWR);
-      dup2(null, 0), dup2(null, 1), dup2(null, 2);
+      int log = open((a.data + "/modelfs.log").c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+      dup2(null, 0), dup2(null, 1), dup2(log >= 0 ? log : null, 2);
       if (null > 2) close(null);
+      if (log > 2) close(log);
     }
     ssize_t w = write(ready_pipe[1], msg.data(), msg.size());
     (void)w;  // the parent reads until EOF; a lost message shows as "exited before ready"
