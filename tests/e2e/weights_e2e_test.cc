@@ -57,6 +57,11 @@ TEST_F(WeightsE2E, NumpySaveStoresAndLoadReadsBackByNameAndHash) {
   EXPECT_EQ(Attr(W() + "/" + hash, "dtype"), "float32");
   EXPECT_EQ(Attr(W() + "/" + hash, "name"), "layer1.npy");
   EXPECT_EQ(Ok("stat -c %s " + W() + "/" + hash), std::to_string(128 + 48) + "\n");
+  // cp in and out: the same bytes, the same tensor (no second copy).
+  Ok("cp " + W() + "/layer1.npy " + dir_ + "/out.npy && cp " + dir_ + "/out.npy " + W() + "/copy.npy");
+  Ok("cmp " + dir_ + "/out.npy " + W() + "/copy.npy");
+  EXPECT_EQ(Ok("readlink " + W() + "/copy.npy"), hash + "\n");
+  EXPECT_EQ(Attr(W(), "tensors"), "1");
   // After a remount: the same bytes, from the store.
   mount_->Stop();
   StartOrDie(*mount_);
