@@ -33,18 +33,8 @@ int Run(const TimeseriesArgs& a, const std::string& data) {
   if (!opened.ok()) return Fail(opened.status().message());
   auto& store = **opened;
   if (a.action == "put") {
-    ScopedFd in;
-    int fd = STDIN_FILENO;
-    if (a.file != "-") {
-      auto f = OpenFile(a.file, O_RDONLY | O_CLOEXEC);
-      if (!f.ok()) return Fail(f.status().message());
-      in = std::move(*f);
-      fd = in.get();
-    }
-    auto staged = StagedFile::Create(store.staging_dir());
+    auto staged = StagedFile::CreateFrom(store.staging_dir(), a.file);
     if (!staged.ok()) return Fail(staged.status().message());
-    auto copied = CopyFromStream(fd, a.file == "-" ? "stdin" : a.file, (*staged)->fd(), 0);
-    if (!copied.ok()) return Fail(copied.status().message());
     std::optional<std::string_view> id;
     if (!a.id.empty()) id = a.id;
     auto r = store.Commit(id, **staged);

@@ -46,18 +46,8 @@ int Run(const WeightsArgs& a, const std::string& data) {
   auto& store = **opened;
   if (a.action == "put") {
     // From a file or a pipe: staged first, so the store reads a complete, seekable file.
-    ScopedFd in;
-    int fd = STDIN_FILENO;
-    if (a.file != "-") {
-      auto f = OpenFile(a.file, O_RDONLY | O_CLOEXEC);
-      if (!f.ok()) return Fail(f.status().message());
-      in = std::move(*f);
-      fd = in.get();
-    }
-    auto staged = StagedFile::Create(store.staging_dir());
+    auto staged = StagedFile::CreateFrom(store.staging_dir(), a.file);
     if (!staged.ok()) return Fail(staged.status().message());
-    auto copied = CopyFromStream(fd, a.file == "-" ? "stdin" : a.file, (*staged)->fd(), 0);
-    if (!copied.ok()) return Fail(copied.status().message());
     weights::CoralMeta meta{a.name, a.layer_type, a.model_name};
     auto r = store.StoreNpy((*staged)->fd(), meta, {});
     if (!r.ok()) return Fail(a.file + ": " + r.status().message());

@@ -22,6 +22,19 @@ StagedFile::~StagedFile() {
   if (!consumed_) ::unlink(path_.c_str());
 }
 
+Result<std::unique_ptr<StagedFile>> StagedFile::CreateFrom(const std::string& dir,
+                                                          const std::string& input) {
+  ScopedFd in;
+  int fd = STDIN_FILENO;
+  if (input != "-") {
+    ASSIGN_OR_RETURN(in, OpenFile(input, O_RDONLY | O_CLOEXEC));
+    fd = in.get();
+  }
+  ASSIGN_OR_RETURN(auto staged, Create(dir));
+  RETURN_IF_ERROR(CopyFromStream(fd, input == "-" ? "stdin" : input, staged->fd(), 0).status());
+  return staged;
+}
+
 Result<uint64_t> StagedFile::Size() const { return FileSize(fd_.get()); }
 
 Status StagedFile::MoveTo(const std::string& dest) {

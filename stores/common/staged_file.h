@@ -21,6 +21,9 @@ class StagedFile {
  public:
   // Creates an empty file with a fresh unique name in dir.
   static Result<std::unique_ptr<StagedFile>> Create(const std::string& dir);
+  // Creates one in dir holding everything read from `input`, a file path or "-" for stdin (pipes
+  // work): what the CLI's put commands store.
+  static Result<std::unique_ptr<StagedFile>> CreateFrom(const std::string& dir, const std::string& input);
   ~StagedFile();
   StagedFile(const StagedFile&) = delete;
   StagedFile& operator=(const StagedFile&) = delete;

@@ -217,38 +217,10 @@ TEST_F(ModelsE2E, ConcurrentReadersSeeOldOrNewNeverAMix) {
   const std::string layer = M() + "/models/2/layers/4";
   const size_t kSize = 4 << 20;
   std::string a(kSize, 'a'), b(kSize, 'b');
-  auto write_via_rename = [&](const std::string& bytes) {
-    std::string tmp = M() + "/models/2/layers/.4.tmp";
-    std::ofstream(tmp, std::ios::binary).write(bytes.data(), bytes.size());
-    return rename(tmp.c_str(), layer.c_str()) == 0;
-  };
-  auto write_in_place = [&](const std::string& bytes) {
-    std::ofstream out(layer, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), bytes.size());
-    out.close();
-    return !out.fail();
-  };
-  ASSERT_TRUE(write_via_rename(a));
-  std::atomic<bool> stop{false};
-  std::atomic<int> reads{0}, bad{0};
-  std::vector<std::thread> readers;
-  for (int i = 0; i < 3; ++i) {
-    readers.emplace_back([&] {
-      while (!stop) {
-        std::string got = ReadAll(layer);
-        reads++;
-        if (got != a && got != b) bad++;
-      }
-    });
-  }
-  for (int i = 0; i < 20; ++i) {
-    const std::string& next = i % 2 ? a : b;
-    EXPECT_TRUE(i % 4 < 2 ? write_via_rename(next) : write_in_place(next));
-  }
-  stop = true;
-  for (auto& t : readers) t.join();
-  EXPECT_GT(reads.load(), 0);
-  EXPECT_EQ(bad.load(), 0) << "a reader saw bytes that are neither version";
+  auto outcome = OverwriteUnderReaders(layer, M() + "/models/2/layers/.4.tmp", a, b);
+  EXPECT_EQ(outcome.failed_writes, 0);
+  EXPECT_GT(outcome.reads, 0);
+  EXPECT_EQ(outcome.mixed, 0) << "a reader saw bytes that are neither version";
   EXPECT_EQ(ReadAll(layer), a);
 }
 

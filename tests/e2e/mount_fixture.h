@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace modelfs::e2e {
 
@@ -50,6 +52,50 @@ inline std::string ReadAll(const std::string& path) {
 }
 
 inline std::string Bin() { return MODELFS_BIN; }
+
+// Writes `first`, then overwrites `path` 20 times with `a` and `b` alternately (half through a
+// temporary file renamed onto it, half in place with O_TRUNC) while 3 threads read it whole.
+struct OverwriteOutcome {
+  int reads = 0;
+  int mixed = 0;        // reads that returned neither a nor b
+  int failed_writes = 0;
+};
+inline OverwriteOutcome OverwriteUnderReaders(const std::string& path, const std::string& tmp,
+                                              const std::string& a, const std::string& b) {
+  auto write_via_rename = [&](const std::string& bytes) {
+    std::ofstream(tmp, std::ios::binary).write(bytes.data(), bytes.size());
+    return rename(tmp.c_str(), path.c_str()) == 0;
+  };
+  auto write_in_place = [&](const std::string& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), bytes.size());
+    out.close();
+    return !out.fail();
+  };
+  OverwriteOutcome out;
+  if (!write_via_rename(a)) out.failed_writes++;
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, mixed{0};
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 3; ++i) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        std::string got = ReadAll(path);
+        reads++;
+        if (got != a && got != b) mixed++;
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) {
+    const std::string& next = i % 2 ? a : b;
+    if (!(i % 4 < 2 ? write_via_rename(next) : write_in_place(next))) out.failed_writes++;
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  out.reads = reads;
+  out.mixed = mixed;
+  return out;
+}
 
 class Mount {
  public:

@@ -204,38 +204,10 @@ TEST_F(TimeseriesE2E, ConcurrentReadersDuringOverwriteSeeOldOrNew) {
     std::memcpy(&a[i * 8], &x, 8);
     std::memcpy(&b[i * 8], &y, 8);
   }
-  auto write_via_rename = [&](const std::string& bytes) {
-    std::string tmp = T() + "/.hot.tmp";
-    std::ofstream(tmp, std::ios::binary).write(bytes.data(), bytes.size());
-    return rename(tmp.c_str(), path.c_str()) == 0;
-  };
-  auto write_in_place = [&](const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), bytes.size());
-    out.close();
-    return !out.fail();
-  };
-  ASSERT_TRUE(write_via_rename(a));
-  std::atomic<bool> stop{false};
-  std::atomic<int> reads{0}, bad{0};
-  std::vector<std::thread> readers;
-  for (int i = 0; i < 3; ++i) {
-    readers.emplace_back([&] {
-      while (!stop) {
-        std::string got = ReadAll(path);
-        reads++;
-        if (got != a && got != b) bad++;
-      }
-    });
-  }
-  for (int i = 0; i < 20; ++i) {
-    const std::string& next = i % 2 ? a : b;
-    EXPECT_TRUE(i % 4 < 2 ? write_via_rename(next) : write_in_place(next));
-  }
-  stop = true;
-  for (auto& t : readers) t.join();
-  EXPECT_GT(reads.load(), 0);
-  EXPECT_EQ(bad.load(), 0) << "a reader saw bytes that are neither series";
+  auto outcome = OverwriteUnderReaders(path, T() + "/.hot.tmp", a, b);
+  EXPECT_EQ(outcome.failed_writes, 0);
+  EXPECT_GT(outcome.reads, 0);
+  EXPECT_EQ(outcome.mixed, 0) << "a reader saw bytes that are neither version";
   EXPECT_EQ(ReadAll(path), a);
 }
 
