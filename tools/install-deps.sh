@@ -8,7 +8,7 @@ packages=(
   libsqlite3-dev librocksdb-dev
   libcli11-dev
   libgtest-dev libgmock-dev
-  libhdf5-dev hdf5-tools libssl-dev libzstd-dev zlib1g-dev libxxhash-dev liblzf-dev nlohmann-json3-dev
+  libhdf5-dev hdf5-tools libssl-dev libzstd-dev zlib1g-dev libxxhash-dev liblzf-dev nlohmann-json3-dev rapidjson-dev
   python3 python3-numpy python3-h5py python3-hdf5plugin hdf5-plugin-lzf
   rsync attr util-linux
 )

@@ -62,6 +62,11 @@ Status SqliteStmt::BindText(int index, std::string_view value) {
   return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
 }
 
+Status SqliteStmt::BindDouble(int index, double value) {
+  int rc = sqlite3_bind_double(stmt_, index, value);
+  return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
+}
+
 Status SqliteStmt::BindNull(int index) {
   int rc = sqlite3_bind_null(stmt_, index);
   return rc == SQLITE_OK ? Status::Ok() : SqliteError(db_, rc, "bind");
@@ -182,6 +187,26 @@ Status SqliteTransaction::Rollback() {
   // SQLite may already have rolled back on its own after certain errors (SQLITE_FULL, IOERR, ...).
   if (!db->InTransaction()) return Status::Ok();
   return db->Exec("ROLLBACK");
+}
+
+// ---- Backup ----
+
+Status SqliteBackupCopy(SqliteDb& dst, const char* dst_name, SqliteDb& src, const char* src_name) {
+  sqlite3_backup* b = sqlite3_backup_init(dst.get(), dst_name, src.get(), src_name);
+  // On failure the error is dst's.
+  if (b == nullptr) {
+    return SqliteError(dst.get(), sqlite3_extended_errcode(dst.get()), "backup init");
+  }
+  // -1: every page in one step, so one read transaction on src (a consistent snapshot) and one
+  // write transaction on dst.
+  int rc = sqlite3_backup_step(b, -1);
+  // finish reports the step's error too and leaves it as dst's error, with its message.
+  int finish_rc = sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) {
+    return SqliteError(dst.get(), finish_rc != SQLITE_OK ? finish_rc : rc, "backup");
+  }
+  if (finish_rc != SQLITE_OK) return SqliteError(dst.get(), finish_rc, "backup");
+  return Status::Ok();
 }
 
 // ---- SqliteFullSyncScope ----

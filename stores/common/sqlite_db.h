@@ -47,9 +47,10 @@ class SqliteStmt {
   Status BindBlob(int index,
                   std::string_view value);  // an empty view binds an empty BLOB, not NULL
   Status BindText(int index, std::string_view value);
+  Status BindDouble(int index, double value);  // NaN binds NULL (SQLite stores no NaN)
   Status BindNull(int index);
-  // Binds args to parameters 1..n: integers as INTEGER, SqlBlob as BLOB, string_view/std::string/
-  // const char* as TEXT, nullptr and an empty std::optional as NULL.
+  // Binds args to parameters 1..n: integers as INTEGER, floating point as REAL, SqlBlob as BLOB,
+  // string_view/std::string/const char* as TEXT, nullptr and an empty std::optional as NULL.
   template <typename... Args>
   Status Bind(const Args&... args) {
     int index = 0;
@@ -92,6 +93,8 @@ class SqliteStmt {
       return v ? BindOne(index, *v) : BindNull(index);
     } else if constexpr (std::is_integral_v<T>) {
       return BindInt64(index, static_cast<int64_t>(v));
+    } else if constexpr (std::is_floating_point_v<T>) {
+      return BindDouble(index, static_cast<double>(v));
     } else {
       return BindText(index, std::string_view(v));
     }
@@ -182,6 +185,13 @@ class SqliteTransaction {
   explicit SqliteTransaction(SqliteDb* db) : db_(db) {}
   SqliteDb* db_ = nullptr;  // null once committed or rolled back
 };
+
+// Copies database src_name of src into database dst_name of dst with SQLite's online backup API, in
+// one step: the copy is the snapshot of src at one instant (one read transaction), and dst changes
+// in one write transaction (other connections to dst see the old or the new content). dst must have
+// no open transaction. Pages are copied as they are, so dst takes src's page size; a WAL-mode dst
+// must already have that page size (SQLite refuses otherwise).
+Status SqliteBackupCopy(SqliteDb& dst, const char* dst_name, SqliteDb& src, const char* src_name);
 
 // Raises synchronous to FULL for the lifetime of the scope, so that the next COMMIT fsyncs the WAL
 // (a durable commit on a connection that otherwise runs at NORMAL), then lowers it back to NORMAL.
