@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -36,6 +37,16 @@ timespec TimespecFromNanos(int64_t ns) {
 
 int64_t NanosFromTimespec(const timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+Result<FileContent> MemoryFileContent(std::string_view bytes) {
+  int fd = memfd_create("modelfs-content", MFD_CLOEXEC);
+  if (fd < 0) return ErrnoError("memfd_create", errno);
+  FileContent c;
+  c.fd = ScopedFd(fd);
+  RETURN_IF_ERROR(PwriteFull(fd, bytes.data(), bytes.size(), 0));
+  c.size = bytes.size();
+  return c;
 }
 
 namespace {
@@ -435,14 +446,13 @@ Result<Ino> Core::LookupPathIno(const Path& path) {
 
 void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanished) {
   std::vector<std::pair<Ino, std::string>> todo;
-  auto folder = FolderOf(folder_prefix);
-  if (folder.ok() && (*folder)->CommitsChangeEverything()) {
-    // Every file of the folder may have changed: forget the names of all of them.
+  // Forgets the names of every committed file of top-level folder `top`.
+  auto forget_all_files = [&](const std::string& top) {
     std::lock_guard lock(mu_);
     std::vector<Ino> all;
     for (const auto& [key, ino] : names_) {
       Node* n = FindNode(ino);
-      if (n != nullptr && n->path.size() > 1 && n->path[0] == folder_prefix[0] && !n->pending &&
+      if (n != nullptr && n->path.size() > 1 && n->path[0] == top && !n->pending &&
           n->attr.type != NodeType::kDir) {
         all.push_back(ino);
       }
@@ -452,19 +462,32 @@ void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanishe
       todo.emplace_back(n->parent, n->name);
       DetachName(ino);
     }
-  }
-  {
-    std::lock_guard lock(mu_);
-    for (const Path& rel : vanished) {
-      Path full = folder_prefix;
+  };
+  auto folder = FolderOf(folder_prefix);
+  if (folder.ok() && (*folder)->CommitsChangeEverything()) forget_all_files(folder_prefix[0]);
+  std::vector<std::string> other_folders;  // listings to drop: a side effect reached them
+  for (const Path& rel : vanished) {
+    Path full;
+    if (!rel.empty() && rel[0] == "/") {
+      if (rel.size() < 2) continue;
+      full.assign(rel.begin() + 1, rel.end());
+      if (full[0] != folder_prefix[0]) other_folders.push_back(full[0]);
+    } else {
+      full = folder_prefix;
       full.insert(full.end(), rel.begin(), rel.end());
-      auto ino = LookupPathIno(full);
-      if (!ino.ok()) continue;
-      Node* n = FindNode(*ino);
-      todo.emplace_back(n->parent, n->name);
-      DetachName(*ino);
     }
+    if (full.size() == 2 && full[1] == "*") {
+      forget_all_files(full[0]);
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    auto ino = LookupPathIno(full);
+    if (!ino.ok()) continue;
+    Node* n = FindNode(*ino);
+    todo.emplace_back(n->parent, n->name);
+    DetachName(*ino);
   }
+  for (const std::string& top : other_folders) InvalidateListings({top}, /*wait=*/false);
   if (invalidator_ == nullptr) return;
   for (auto& [parent, name] : todo) invalidator_->InvalidateEntry(parent, name, /*wait=*/false);
 }
@@ -556,14 +579,21 @@ Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
   // Staged files keep all of them until their commit.
   if (in.mtime && !timed && !pending && path.size() > 1) {
     ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime));
-    // The inode keeps its content version; only its attributes may have moved.
+    Vanished vanished;
+    RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime, &vanished));
+    // Usually the inode keeps its content version and only its attributes move. A file whose bytes
+    // show its time changed content: its name goes to a new inode, as after a commit.
     auto fresh = StatPath(path);
     if (fresh.ok()) {
       std::lock_guard lock(mu_);
       Node* n = FindNode(ino);
-      if (n != nullptr && SameContent(n->attr, *fresh)) n->attr = *fresh;
+      if (n != nullptr && SameContent(n->attr, *fresh)) {
+        n->attr = *fresh;
+      } else if (n != nullptr) {
+        vanished.push_back(Rest(path));
+      }
     }
+    InvalidateVanished({path[0]}, vanished);
   }
   return GetAttr(ino);
 }

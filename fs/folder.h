@@ -61,6 +61,10 @@ struct FileContent {
   uint64_t size = 0;
 };
 
+// Small content made in memory (metadata, one entity's JSON text), served from an anonymous memory
+// file, one per open.
+Result<FileContent> MemoryFileContent(std::string_view bytes);
+
 // Facts the core knows about a staged file at commit time.
 struct CommitContext {
   std::optional<timespec> mtime;  // set with utimens on the staged file (rsync sets it before rename)
@@ -75,7 +79,11 @@ enum class MkdirOutcome : uint8_t {
                  // (mkdir models/7/history/3 before restoring versions of layer 3); the core keeps it
 };
 
-// Paths whose cached kernel entries may be stale after a change (things that vanished as a side effect).
+// Paths whose cached kernel entries may be stale after a change (things that vanished or changed as a
+// side effect), relative to the folder. Two special forms:
+//   {"/", "<folder>", ...}  a path in another top-level folder (a cascade from neurons/ to synapses/);
+//   {..., "*"}              every file of that folder (an import that replaced everything).
+// A directory's entry going stale makes the kernel look it up and list it again.
 using Vanished = std::vector<Path>;
 
 class Folder {
@@ -115,9 +123,10 @@ class Folder {
     return NotSupported(JoinPath(p) + ": symbolic links are not supported here");
   }
   // Sets the mtime of a stored entry (touch, rsync -a setting a link's or a file's time after its
-  // rename). Default: accepted and not kept (the store decides times).
-  virtual Status SetMtime(const Path& p, const timespec& mtime) {
-    (void)p, (void)mtime;
+  // rename). Default: accepted and not kept (the store decides times). A file whose bytes show its time
+  // (a JSON document with "modified_at") changes with it; the core notices that itself.
+  virtual Status SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) {
+    (void)p, (void)mtime, (void)vanished;
     return Status::Ok();
   }
   // Sets extended attribute `name` (user.modelfs.*) of a stored entry. Default: accepted and not kept

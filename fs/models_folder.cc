@@ -146,12 +146,7 @@ Result<FileContent> ModelsFolder::Open(const Path& p) {
   if (p[1] == "meta") {
     // Metadata is small (kMaxMetaBytes): served from an anonymous memory file, one per open.
     ASSIGN_OR_RETURN(std::string meta, store_->ReadMeta(id));
-    int fd = memfd_create("modelfs-meta", MFD_CLOEXEC);
-    if (fd < 0) return ErrnoError("memfd_create", errno);
-    c.fd = ScopedFd(fd);
-    RETURN_IF_ERROR(PwriteFull(fd, meta.data(), meta.size(), 0));
-    c.size = meta.size();
-    return c;
+    return MemoryFileContent(meta);
   }
   ASSIGN_OR_RETURN(int64_t layer, ParseNumber(p[2], "layer number"));
   models::VersionInfo v;

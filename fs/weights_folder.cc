@@ -311,7 +311,8 @@ Status WeightsFolder::MakeSymlink(const Path& p, const std::string& target, Vani
   return PointName(p[0], t, NowNs());
 }
 
-Status WeightsFolder::SetMtime(const Path& p, const timespec& mtime) {
+Status WeightsFolder::SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) {
+  (void)vanished;
   RETURN_IF_ERROR(OneLevel(p));
   if (WeightStore::IsHash(p[0])) return store_->SetMtime(p[0], NanosFromTimespec(mtime));
   {

@@ -48,7 +48,7 @@ class WeightsFolder : public Folder {
   Status Rename(const Path& from, const Path& to, Vanished* vanished) override;
   Result<std::string> ReadLink(const Path& p) override;
   Status MakeSymlink(const Path& p, const std::string& target, Vanished* vanished) override;
-  Status SetMtime(const Path& p, const timespec& mtime) override;
+  Status SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) override;
   Status SetXattr(const Path& p, const std::string& name, std::string_view value) override;
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }

@@ -26,13 +26,16 @@
 #include "fs/embeddings_folder.h"
 #include "fs/embeddings_text.h"
 #include "fs/models_folder.h"
+#include "fs/neurons_folder.h"
 #include "fs/timeseries_folder.h"
 #include "fs/weights_folder.h"
 #include "stores/common/file_util.h"
 #include "stores/embeddings/embedding_store.h"
 #include "stores/models/models_store.h"
+#include "stores/neurons/neuron_store.h"
 #include "stores/timeseries/timeseries_store.h"
 #include "tools/embeddings_cmd.h"
+#include "tools/neurons_cmd.h"
 #include "tools/timeseries_cmd.h"
 #include "tools/weights_cmd.h"
 
@@ -223,6 +226,21 @@ int RunMount(MountArgs a) {
     }
     folders.push_back(std::make_unique<fs::WeightsFolder>(std::move(*store), cache));
   }
+  {
+    // /neurons and /synapses share one store. Staged documents and the generated export live here.
+    const std::string staging = a.data + "/staging/neurons";
+    Status st = MakeDirs(staging);
+    if (st.ok()) st = ClearDir(staging);
+    auto store = st.ok() ? neurons::NeuronStore::Open(a.data + "/neurons")
+                         : Result<std::unique_ptr<neurons::NeuronStore>>(st);
+    if (!store.ok()) {
+      report(store.status());
+      return 1;
+    }
+    std::shared_ptr<neurons::NeuronStore> graph = std::move(*store);
+    folders.push_back(std::make_unique<fs::NeuronsFolder>(graph, staging));
+    folders.push_back(std::make_unique<fs::SynapsesFolder>(graph, staging));
+  }
   fs::CoreOptions co;
   co.uid = getuid();
   co.gid = getgid();
@@ -370,9 +388,52 @@ int RunDemo(std::string data) {
       if (!st.ok()) return Fail(st.message());
     }
   }
+  ws->reset();
+  // A small neuron graph: three knowledge neurons (8-dim vectors) feeding a tool neuron.
+  auto ns = neurons::NeuronStore::Open(data + "/neurons");
+  if (!ns.ok()) return Fail(ns.status().message());
+  {
+    neurons::Graph g;
+    const char* facts[] = {"water boils at 100 C at sea level", "ice melts at 0 C",
+                           "the Celsius scale has 100 degrees between them"};
+    for (int i = 0; i < 3; ++i) {
+      neurons::Neuron n;
+      n.id = neurons::NewUuid();
+      n.type = "knowledge";
+      n.position = {static_cast<double>(i), 0.5 * i, 0.0};
+      n.vector.resize(8);
+      for (size_t k = 0; k < 8; ++k) n.vector[k] = std::sin(0.7f * static_cast<float>(i * 8 + k));
+      n.vector_dim = 8;
+      n.source_data = facts[i];
+      n.compression_ratio = 1.0;
+      n.semantic_tags = neurons::Json::array({"physics", "temperature"});
+      g.neurons.push_back(n);
+    }
+    neurons::Neuron tool;
+    tool.id = neurons::NewUuid();
+    tool.type = "tool";
+    tool.position = {1.0, 1.0, 1.0};
+    tool.function_signature = "celsius_to_fahrenheit(c: float) -> float";
+    tool.executable_code = "result = inputs['c'] * 9 / 5 + 32";
+    tool.input_schema = {{"type", "object"}, {"properties", {{"c", {{"type", "number"}}}}}};
+    tool.output_schema = {{"type", "number"}};
+    g.neurons.push_back(tool);
+    for (int i = 0; i < 3; ++i) {
+      neurons::Synapse syn;
+      syn.id = neurons::NewUuid();
+      syn.source_neuron_id = g.neurons[i].id;
+      syn.target_neuron_id = tool.id;
+      syn.weight = 0.25 * (i + 1);
+      syn.synapse_type = "tool_input";
+      syn.metadata = {{"parameter_name", "c"}};
+      g.synapses.push_back(syn);
+    }
+    auto saved = (*ns)->SaveAll(g);
+    if (!saved.ok()) return Fail(saved.status().message());
+  }
   std::cout << "demo data in " << AbsolutePath(data) << ": models " << *id1 << " and " << *id2
             << ", embedding groups 0 and 1 (200 keys each), time series temperature and damped,"
-            << " three weight tensors (one a delta)\n";
+            << " three weight tensors (one a delta), a neuron graph of 4 neurons and 3 synapses\n";
   return 0;
 }
 
@@ -478,6 +539,11 @@ int main(int argc, char** argv) {
   auto run_timeseries = AddTimeseriesCommand(app, &timeseries_cmd);
   timeseries_cmd->add_option("--data", timeseries_data, "Data directory");
 
+  std::string neurons_data;
+  CLI::App* neurons_cmd = nullptr;
+  auto run_neurons = AddNeuronsCommand(app, &neurons_cmd);
+  neurons_cmd->add_option("--data", neurons_data, "Data directory");
+
   std::string weights_data;
   CLI::App* weights_cmd = nullptr;
   auto run_weights = AddWeightsCommand(app, &weights_cmd);
@@ -496,6 +562,7 @@ int main(int argc, char** argv) {
   if (embeddings_cmd->parsed()) return direct(embeddings_data, run_embeddings);
   if (timeseries_cmd->parsed()) return direct(timeseries_data, run_timeseries);
   if (weights_cmd->parsed()) return direct(weights_data, run_weights);
+  if (neurons_cmd->parsed()) return direct(neurons_data, run_neurons);
   if (mount->parsed()) return RunMount(ma);
   if (umount->parsed()) return RunUmount(umount_point);
   if (demo->parsed()) return RunDemo(demo_data);
