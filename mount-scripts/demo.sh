@@ -26,6 +26,10 @@ modelfs is mounted at $mnt (data in $data). Try:
   ls -l $mnt/weights; getfattr -d $mnt/weights; getfattr -d $mnt/weights/mnist-mlp-finetuned.fc1.weight.npy
   /usr/bin/python3 -c "import numpy as np; print(np.load('$mnt/weights/mnist-mlp.fc1.weight.npy', mmap_mode='r').shape)"
   /usr/bin/python3 -c "import numpy as np; np.save('$mnt/weights/mine.npy', np.eye(3))" && ls -l $mnt/weights/mine.npy
+  ls -l $mnt/neurons $mnt/neurons/by-type/knowledge $mnt/synapses; cat $mnt/neurons/by-type/tool/*.json
+  /usr/bin/python3 -c "import glob, numpy as np; print([np.fromfile(p, dtype=np.float32) for p in glob.glob('$mnt/neurons/*.vec')][:2])"
+  echo '{"type": "knowledge", "source_data": "mine"}' > $mnt/neurons/\$(cat /proc/sys/kernel/random/uuid).json
+  head -c 300 $mnt/neurons/graph/export.json; touch $mnt/neurons/graph/backups/mine.db; ls -l $mnt/neurons/graph/backups
   rsync -aX $mnt/ /tmp/modelfs-backup/
 Unmount with:
   $root/build/bin/modelfs umount $mnt
