@@ -1,12 +1,15 @@
 // NeuronStore on real SQLite files in temp dirs. Interop with the original program is checked
 // against Debian's CPython (/usr/bin/python3 with its sqlite3 module and numpy): a v1 database made
 // the original's way is opened and migrated, python reads the migrated one back, and export
-// checksums equal python's. Timing runs only with MODELFS_NEURON_BENCH=1 (see Bench* at the end).
+// checksums equal python's. Timing runs only with MODELFS_NEURON_BENCH=1 (NeuronStoreBench at the
+// end; MODELFS_NEURON_BENCH_N / _S / _PAGE set the sizes, _SAVES=k or _LOADS=k repeat only saves or
+// loads, for a profiler; _DIR=d saves into d, and a second run loads from d in a new process). It
+// prints times and asserts nothing about them.
 #include "stores/neurons/neuron_store.h"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1186,6 +1189,7 @@ TEST_F(NeuronStoreTest, TamperedImportChangesNothing) {
   Graph own = SampleGraph(3);
   ASSERT_TRUE(other.SaveAll(own).ok());
   const int64_t gen = *other.Generation();
+  const std::string schema = SchemaText(tmp_.Sub("other/graph.db"));
 
   auto tamper = [&](const std::string& from, const std::string& to) {
     std::string t = text;
@@ -1218,6 +1222,7 @@ TEST_F(NeuronStoreTest, TamperedImportChangesNothing) {
             StatusCode::kInvalidArgument);
 
   EXPECT_EQ(*other.Generation(), gen);
+  EXPECT_EQ(SchemaText(tmp_.Sub("other/graph.db")), schema);  // kReplace's index drops undone
   auto loaded = other.LoadAll();
   ASSERT_TRUE(loaded.ok());
   ExpectSameGraph(Sorted(own), *loaded);
@@ -1671,7 +1676,21 @@ TEST(NeuronStoreBench, SaveAndLoad) {
   TempDir tmp;
   StoreOptions options;
   options.page_size = page_size;
-  options.background_checkpoint = getenv("MODELFS_NEURON_BENCH_NO_CHECKPOINTER") == nullptr;
+  if (const char* dir =
+          getenv("MODELFS_NEURON_BENCH_DIR")) {  // save in one process, load in the next
+    auto store = NeuronStore::Open(dir, options);
+    ASSERT_TRUE(store.ok());
+    auto t0 = std::chrono::steady_clock::now();
+    if ((*store)->Stats()->neurons == 0) {
+      ASSERT_TRUE((*store)->SaveAll(g).ok());
+      printf("SaveAll into %s: %.3f s\n", dir, Seconds(t0));
+    } else {
+      auto loaded = (*store)->LoadAll();
+      printf("LoadAll in a new process: %.3f s (RSS %ld MiB)\n", Seconds(t0), RssMiB());
+      ASSERT_TRUE(loaded.ok());
+    }
+    return;
+  }
   if (getenv("MODELFS_NEURON_BENCH_SAVES") != nullptr) {  // for a profiler: fresh saves only
     for (int i = 0; i < atoi(getenv("MODELFS_NEURON_BENCH_SAVES")); ++i) {
       auto store = NeuronStore::Open(tmp.Sub("save" + std::to_string(i)), options);
