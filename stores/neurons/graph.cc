@@ -33,7 +33,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Small text helpers
 
-bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 std::string Quoted(std::string_view s) {
   std::string out = "\"";
@@ -683,9 +682,23 @@ void Render(const Entity* begin, const Entity* end, ToDoc to_doc, RenderedBatch*
 // Identifiers and times
 
 Status ValidateUuid(std::string_view what, std::string_view id) {
+  // Branch-free over the 36 bytes (a bulk save checks three ids per synapse): each byte's class
+  // against the class its position needs, OR-ed together.
+  static constexpr auto kClass = [] {
+    std::array<uint8_t, 256> t{};  // 0: neither, 1: lowercase hex, 2: '-'
+    for (int c = '0'; c <= '9'; ++c) t[c] = 1;
+    for (int c = 'a'; c <= 'f'; ++c) t[c] = 1;
+    t['-'] = 2;
+    return t;
+  }();
+  static constexpr char kShape[] = "111111112111121111211112111111111111";
   bool ok = id.size() == 36;
-  for (size_t i = 0; ok && i < id.size(); ++i) {
-    ok = (i == 8 || i == 13 || i == 18 || i == 23) ? id[i] == '-' : IsHexLower(id[i]);
+  if (ok) {
+    unsigned bad = 0;
+    for (size_t i = 0; i < 36; ++i) {
+      bad |= kClass[static_cast<unsigned char>(id[i])] ^ static_cast<unsigned>(kShape[i] - '0');
+    }
+    ok = bad == 0;
   }
   if (ok) return Status::Ok();
   return InvalidArgument(QuoteName(what, id) +
