@@ -1073,8 +1073,14 @@ Status Core::FlushHandle(uint64_t fh, bool at_release) {
     h = it->second;
     if (!h->write) return Status::Ok();
     // `cmd > file` opens, dup2s and closes the first descriptor before any byte is written: that
-    // flush must not commit an empty version. A handle that wrote nothing commits at release.
-    if (!at_release && h->writes == 0) return Status::Ok();
+    // flush must not commit an empty version. A handle that wrote nothing commits at release, which
+    // the kernel sends after close() returns; unless a time was set on it (`touch`, `cp -p` of an
+    // empty file), which no redirection does: then close() returns after the commit, as it does
+    // after writes.
+    if (!at_release && h->writes == 0) {
+      std::lock_guard wl(h->ws->mu);  // lock order: mu_ before WriteState::mu
+      if (!h->ws->mtime) return Status::Ok();
+    }
     Node* n = FindNode(h->ino);
     if (n == nullptr) return NotFound("unknown inode");
     path = n->path;

@@ -238,6 +238,7 @@ TEST_F(NeuronsE2E, BackupsAreConsistentSqliteFilesAndTheCliRestoresThem) {
   EchoSynapse(kS1, kA, kB, 0.5);
   Ok("touch " + N("graph/backups/before.db"));  // an empty file takes a backup
   EXPECT_EQ(Ls(N("graph/backups")), "before.db ");
+  EXPECT_NE(Ok("stat -c %s " + N("graph/backups/before.db")), "0\n");  // taken when touch returned
   EXPECT_EQ(Xattr(N("graph/backups/before.db"), "user.modelfs.synapses"), "1");
   // A standalone SQLite file that python's sqlite3 reads.
   Ok("cp " + N("graph/backups/before.db") + " " + dir_ + "/copy.db");
