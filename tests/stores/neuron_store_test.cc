@@ -28,6 +28,7 @@
 
 #include "stores/common/file_util.h"
 #include "stores/common/sqlite_db.h"
+#include "tests/stores/run_python.h"
 #include "tests/stores/temp_dir.h"
 
 namespace modelfs::neurons {
@@ -42,34 +43,8 @@ using ::modelfs::testing::TempDir;
     EXPECT_TRUE(_s.ok()) << _s.ToString(); \
   } while (0)
 
-constexpr char kPython[] = "/usr/bin/python3";
-
-// Runs kPython on `script` (written into dir) with args; returns its stdout. A non-zero exit
-// fails the test and returns "" (with python's stderr in the failure message).
-std::string RunPython(const TempDir& dir, const std::string& script,
-                      const std::vector<std::string>& args = {}) {
-  const std::string path = dir.Sub("script.py");
-  EXPECT_TRUE(WriteStringToFile(path, script).ok());
-  std::string cmd = std::string(kPython) + " " + path;
-  for (const std::string& a : args) cmd += " '" + a + "'";  // temp paths hold no quotes
-  cmd += " 2>" + dir.Sub("python_stderr.txt");
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    ADD_FAILURE() << "popen failed: " << strerror(errno);
-    return "";
-  }
-  std::string out;
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int rc = pclose(p);
-  if (rc != 0) {
-    auto err = ReadFileToString(dir.Sub("python_stderr.txt"));
-    ADD_FAILURE() << "python exited with " << rc << ":\n" << (err.ok() ? *err : "");
-    return "";
-  }
-  return out;
-}
+using ::modelfs::testing::kPython;
+using ::modelfs::testing::RunPython;
 
 // ---- Entities ----
 
