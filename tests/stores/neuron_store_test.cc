@@ -43,7 +43,6 @@ using ::modelfs::testing::TempDir;
     EXPECT_TRUE(_s.ok()) << _s.ToString(); \
   } while (0)
 
-using ::modelfs::testing::kPython;
 using ::modelfs::testing::RunPython;
 
 // ---- Entities ----

@@ -31,7 +31,6 @@ namespace {
 
 using ::modelfs::testing::TempDir;
 
-using ::modelfs::testing::kPython;
 using ::modelfs::testing::RunPython;
 
 std::vector<std::string> Split(const std::string& s, char sep) {
