@@ -115,7 +115,10 @@ struct Core::Handle {
 };
 
 struct Core::DirHandle {
-  std::vector<std::pair<std::string, NodeAttr>> entries;
+  std::mutex list_mu;
+  bool listed = false;                                      // (list_mu)
+  std::vector<std::pair<std::string, NodeAttr>> entries;    // (list_mu) set once, then constant
+  Path path;                                                // constant
   Ino ino = 0;
   std::vector<Ino> created;  // nodes made for entries; those the kernel never took go at release
 };
@@ -796,64 +799,84 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
 }
 
 Result<uint64_t> Core::OpenDir(Ino ino) {
-  Path path;
+  auto dh = std::make_shared<DirHandle>();
   {
     std::lock_guard lock(mu_);
     Node* n = FindNode(ino);
     if (n == nullptr) return NotFound("unknown inode");
     if (n->attr.type != NodeType::kDir) return NotADirectory(JoinPath(n->path) + ": not a folder");
-    path = n->path;
+    dh->path = n->path;
   }
-  auto dh = std::make_shared<DirHandle>();
   dh->ino = ino;
-  if (path.empty()) {
-    for (auto& f : folders_) {
-      auto a = f->Stat({});
-      if (a.ok()) dh->entries.emplace_back(std::string(f->name()), *a);
-    }
-  } else {
-    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    (void)StatPath(path);  // drops the provisional entry if the store has the folder now
-    bool provisional;
-    {
-      std::lock_guard lock(mu_);
-      provisional = FindPending(JoinPath(path)) != nullptr;
-    }
-    if (!provisional) {
-      ASSIGN_OR_RETURN(auto listed, folder->List(Rest(path)));
-      for (auto& e : listed) dh->entries.emplace_back(std::move(e.name), e.attr);
-    }
-    // Pending entries directly below this folder.
-    std::vector<Path> pending_children;
-    {
-      std::lock_guard lock(mu_);
-      const std::string prefix = JoinPath(path) + "/";
-      for (auto it = pending_.lower_bound(prefix);
-           it != pending_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
-        if (it->first.find('/', prefix.size()) == std::string::npos) {
-          pending_children.push_back(Child(path, it->first.substr(prefix.size())));
-        }
-      }
-    }
-    for (const Path& c : pending_children) {
-      auto a = StatPath(c);
-      if (!a.ok()) continue;
-      auto same = std::find_if(dh->entries.begin(), dh->entries.end(),
-                               [&](const auto& e) { return e.first == c.back(); });
-      if (same == dh->entries.end()) dh->entries.emplace_back(c.back(), *a);
-    }
-  }
   std::lock_guard lock(mu_);
   uint64_t id = next_fh_++;
   dir_handles_[id] = std::move(dh);
   return id;
 }
 
+Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Path& path) {
+  std::vector<std::pair<std::string, NodeAttr>> entries;
+  if (path.empty()) {
+    for (auto& f : folders_) {
+      auto a = f->Stat({});
+      if (a.ok()) entries.emplace_back(std::string(f->name()), *a);
+    }
+    return entries;
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  (void)StatPath(path);  // drops the provisional entry if the store has the folder now
+  bool provisional;
+  {
+    std::lock_guard lock(mu_);
+    provisional = FindPending(JoinPath(path)) != nullptr;
+  }
+  if (!provisional) {
+    ASSIGN_OR_RETURN(auto listed, folder->List(Rest(path)));
+    entries.reserve(listed.size());
+    for (auto& e : listed) entries.emplace_back(std::move(e.name), e.attr);
+  }
+  // Pending entries directly below this folder.
+  std::vector<Path> pending_children;
+  {
+    std::lock_guard lock(mu_);
+    const std::string prefix = JoinPath(path) + "/";
+    for (auto it = pending_.lower_bound(prefix);
+         it != pending_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      if (it->first.find('/', prefix.size()) == std::string::npos) {
+        pending_children.push_back(Child(path, it->first.substr(prefix.size())));
+      }
+    }
+  }
+  for (const Path& c : pending_children) {
+    auto a = StatPath(c);
+    if (!a.ok()) continue;
+    auto same = std::find_if(entries.begin(), entries.end(),
+                             [&](const auto& e) { return e.first == c.back(); });
+    if (same == entries.end()) entries.emplace_back(c.back(), *a);
+  }
+  return entries;
+}
+
 Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh, uint64_t offset) {
+  std::shared_ptr<DirHandle> handle;
+  {
+    std::lock_guard lock(mu_);
+    auto it = dir_handles_.find(dh);
+    if (it == dir_handles_.end()) return InvalidArgument("unknown directory handle");
+    handle = it->second;
+  }
+  {
+    // The listing is made at the first read, not at opendir: when the kernel still holds a valid
+    // cached listing (cache_readdir) it reads nothing, and a folder of 100,000 entries is not listed
+    // for nothing at every opendir (find, ls).
+    std::lock_guard listing(handle->list_mu);
+    if (!handle->listed) {
+      ASSIGN_OR_RETURN(handle->entries, ListEntries(handle->path));
+      handle->listed = true;
+    }
+  }
   std::lock_guard lock(mu_);
-  auto it = dir_handles_.find(dh);
-  if (it == dir_handles_.end()) return InvalidArgument("unknown directory handle");
-  DirHandle& d = *it->second;
+  DirHandle& d = *handle;
   Node* dir = FindNode(d.ino);
   if (dir == nullptr) return NotFound("unknown inode");
   std::vector<std::pair<std::string, EntryOut>> out;

@@ -126,8 +126,8 @@ class Core {
   Status Rename(Ino parent, const std::string& name, Ino new_parent, const std::string& new_name,
                 unsigned flags);
 
-  // Lists a directory (one snapshot per opendir). Every returned entry counts as one lookup
-  // (readdirplus semantics) only once the caller confirms it with `Remember`.
+  // Lists a directory (one snapshot per opendir, made at its first read). Every returned entry counts
+  // as one lookup (readdirplus semantics) only once the caller confirms it with `Remember`.
   Result<uint64_t> OpenDir(Ino ino);
   // Entries from index `offset` on; the caller passes each entry it sent to Remember.
   Result<std::vector<std::pair<std::string, EntryOut>>> ReadDir(uint64_t dh, uint64_t offset);
@@ -175,6 +175,8 @@ class Core {
   Node* MoveName(Ino ino, Ino new_parent, const std::string& new_name, const Path& path);
   Result<Path> ChildPath(Ino parent, const std::string& name); // locks mu_
   Result<NodeAttr> StatPath(const Path& path);                 // pending or folder
+  // The entries of the folder at path (the store's and pending ones), for a directory handle.
+  Result<std::vector<std::pair<std::string, NodeAttr>>> ListEntries(const Path& path);
   Pending* FindPending(const std::string& key);                // (mu_)
   EntryOut MakeEntry(Ino ino, const NodeAttr& attr);           // (mu_)
   struct stat MakeStat(Ino ino, const NodeAttr& attr);

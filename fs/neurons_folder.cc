@@ -27,6 +27,8 @@ constexpr char kExportName[] = "export.json";
 // A document this large is no neuron of any sensible dimension (a 1M-float vector is ~20 MB of text).
 constexpr uint64_t kMaxDocumentBytes = 256ull << 20;
 constexpr uint64_t kMaxVectorBytes = 1ull << 30;
+// Entities asked of the store at a time when a folder is listed.
+constexpr size_t kListPage = 4096;
 
 bool HasSuffix(const std::string& s, std::string_view suffix) {
   return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -324,16 +326,20 @@ Result<std::vector<DirEntry>> NeuronsFolder::List(const Path& dir) {
   std::vector<DirEntry> out;
   switch (r.kind) {
     case Kind::kRoot: {
-      neurons::NeuronQuery q;
-      q.with_vectors = false;
-      ASSIGN_OR_RETURN(auto page, store_->ListNeurons(q));
-      out.reserve(2 * page.items.size() + 2);
       out.push_back({"by-type", DirAttr(changed)});
       out.push_back({"graph", DirAttr(changed)});
-      for (const Neuron& n : page.items) {
-        out.push_back({n.id + kDocSuffix, DocAttr(RenderNeuron(n), n.modified_at, changed)});
-        out.push_back({n.id + kVecSuffix, VectorAttr(n, changed)});
-      }
+      // Page by page, so that a folder of 100,000 neurons never holds them all in memory at once.
+      neurons::NeuronQuery q;
+      q.with_vectors = false;
+      q.page.limit = kListPage;
+      do {
+        ASSIGN_OR_RETURN(auto page, store_->ListNeurons(q));
+        for (const Neuron& n : page.items) {
+          out.push_back({n.id + kDocSuffix, DocAttr(RenderNeuron(n), n.modified_at, changed)});
+          out.push_back({n.id + kVecSuffix, VectorAttr(n, changed)});
+        }
+        q.page.after = std::move(page.next_after);
+      } while (!q.page.after.empty());
       return out;
     }
     case Kind::kByType: {
@@ -773,13 +779,17 @@ Result<std::vector<DirEntry>> SynapsesFolder::List(const Path& dir) {
   std::vector<DirEntry> out;
   switch (r.kind) {
     case Kind::kRoot: {
-      ASSIGN_OR_RETURN(auto page, store_->ListSynapses({}));
-      out.reserve(page.items.size() + 2);
       out.push_back({"by-source", DirAttr(changed)});
       out.push_back({"by-target", DirAttr(changed)});
-      for (const Synapse& s : page.items) {
-        out.push_back({s.id + kDocSuffix, DocAttr(RenderSynapse(s), s.modified_at, changed)});
-      }
+      neurons::SynapseQuery q;
+      q.page.limit = kListPage;
+      do {
+        ASSIGN_OR_RETURN(auto page, store_->ListSynapses(q));
+        for (const Synapse& s : page.items) {
+          out.push_back({s.id + kDocSuffix, DocAttr(RenderSynapse(s), s.modified_at, changed)});
+        }
+        q.page.after = std::move(page.next_after);
+      } while (!q.page.after.empty());
       return out;
     }
     case Kind::kEnds: {
