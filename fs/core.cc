@@ -774,7 +774,7 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
   }
   // A folder whose commits change everything (views) would regenerate its file just to stat it:
   // its names are dropped instead (InvalidateVanished) and looked up afresh when next used.
-  const bool lazy = folder->CommitsChangeEverything();
+  const bool lazy = folder->MadeOnDemand(Rest(to));
   NodeAttr attr;
   if (!lazy) {
     ASSIGN_OR_RETURN(attr, StatPath(to));
@@ -1139,7 +1139,7 @@ Status Core::FlushHandle(uint64_t fh, bool at_release) {
   if (!changed) return Status::Ok();
   // (See Rename: folders whose commits change everything are not regenerated just to be stat'ed.)
   auto folder = FolderOf(path);
-  const bool lazy = folder.ok() && (*folder)->CommitsChangeEverything();
+  const bool lazy = folder.ok() && (*folder)->MadeOnDemand(Rest(path));
   Result<NodeAttr> attr = lazy ? Result<NodeAttr>(NotFound("not looked up")) : StatPath(path);
   {
     std::lock_guard lock(mu_);

@@ -143,6 +143,12 @@ class Folder {
   // True when any commit may change every file of the folder (views of one store, such as dumps):
   // the core then drops the kernel's entries for all of the folder's files after each commit.
   virtual bool CommitsChangeEverything() const { return false; }
+  // True for a file whose stat makes it (a view generated on demand, such as a whole-graph export):
+  // the core does not stat it right after a commit to it, it lets the next lookup do so.
+  virtual bool MadeOnDemand(const Path& p) const {
+    (void)p;
+    return CommitsChangeEverything();
+  }
   // Makes everything committed so far survive a machine crash.
   virtual Status Sync() = 0;
 };

@@ -73,6 +73,9 @@ class NeuronsFolder : public Folder {
   Status SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) override;
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }
+  bool MadeOnDemand(const Path& p) const override {
+    return p.size() == 2 && p[0] == "graph" && p[1] == "export.json";
+  }
 
  private:
   enum class Kind { kRoot, kDoc, kVector, kByType, kTypeDir, kTypeLink, kGraph, kExport, kBackups, kBackup };
