@@ -87,29 +87,6 @@ mfs_umount() {  # mfs_umount PHASE
   MFS_PID=""
 }
 mfs_remount() { local d=$MFS_DATA o=$MFS_O; mfs_umount "$1"; mfs_mount "$d" "$o"; }
-cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null || echo 0; }   # user+system CPU s
-
-# This machine is shared (and has 2 cores): another user's build during a timed step decides the
-# figures. A mark records the CPU time the whole machine has been busy (/proc/stat: user, nice,
-# system, irq, softirq, steal) and the CPU time of this run (the shell, its waited children: cp, cat,
-# dd, the helper; the modelfs daemons); the difference between two marks is what others used
-# (other users' processes, and kernel threads such as writeback, part of which is this run's I/O).
-DAEMON_CPU=0      # CPU seconds of the daemons already unmounted
-declare -A MK_BUSY MK_OURS MK_T
-mark() {
-  times >"$WORK/times.txt"
-  MK_OURS[$1]=$(awk -v d="$DAEMON_CPU" -v l="$(cpu_s "${MFS_PID:-self-none}")" '
-    function s(x,  m) { m = x; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return 60*m + x }
-    { t += s($1) + s($2) } END { printf "%.2f", t + d + l }' "$WORK/times.txt")
-  MK_BUSY[$1]=$(awk -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8+$9)/hz}' /proc/stat)
-  MK_T[$1]=$EPOCHREALTIME
-}
-others() {   # others FROM TO: "X s of CPU used by others over Y s (Z% of the machine)"
-  awk -v b0="${MK_BUSY[$1]}" -v b1="${MK_BUSY[$2]}" -v o0="${MK_OURS[$1]}" -v o1="${MK_OURS[$2]}" \
-      -v t0="${MK_T[$1]}" -v t1="${MK_T[$2]}" -v n="$(nproc)" 'BEGIN{
-    x = (b1 - b0) - (o1 - o0); if (x < 0) x = 0
-    printf "%.1f s of CPU used by others over %.1f s (%.0f%% of the %d cores); this run %.1f s", x, t1 - t0, 100 * x / ((t1 - t0) * n), n, o1 - o0 }'
-}
 wattr() { getfattr --only-values -n "user.modelfs.$1" "$MNT/weights${2:+/$2}" 2>/dev/null || die "getfattr $1 ${2:-weights/}"; }
 
 # Page-cache preparation, as in bench/run.sh: on this VM, filling the page cache with pages the guest
