@@ -273,10 +273,13 @@ Result<NodeAttr> NeuronsFolder::Stat(const Path& p) {
     case Kind::kGraph:
       return DirAttr(changed);
     case Kind::kTypeDir: {
-      ASSIGN_OR_RETURN(auto types, store_->NeuronTypes());
-      for (const auto& [t, n] : types) {
-        if (t == r.id) return DirAttr(changed);
-      }
+      // One indexed row answers whether the type has a neuron (not a count of every type).
+      neurons::NeuronQuery q;
+      q.type = r.id;
+      q.with_vectors = false;
+      q.page.limit = 1;
+      ASSIGN_OR_RETURN(auto page, store_->ListNeurons(q));
+      if (!page.items.empty()) return DirAttr(changed);
       return NotFound("neurons/by-type/" + r.id + ": no neuron of this type");
     }
     case Kind::kTypeLink: {
