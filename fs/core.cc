@@ -772,8 +772,8 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
     std::lock_guard wl(ws->mu);
     RETURN_IF_ERROR(CommitState(to, *ws, &vanished));
   }
-  // A folder whose commits change everything (views) would regenerate its file just to stat it:
-  // its names are dropped instead (InvalidateVanished) and looked up afresh when next used.
+  // A file made on demand (a view, an export) would be regenerated just to stat it: its name is
+  // dropped instead (InvalidateVanished) and looked up afresh when next used.
   const bool lazy = folder->MadeOnDemand(Rest(to));
   NodeAttr attr;
   if (!lazy) {
