@@ -778,6 +778,8 @@ Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
   NodeAttr attr;
   if (!lazy) {
     ASSIGN_OR_RETURN(attr, StatPath(to));
+  } else {
+    vanished.push_back(Rest(to));
   }
   {
     std::lock_guard lock(mu_);
