@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "fs/log.h"
+#include "fs/staging.h"
 #include "stores/common/file_util.h"
 
 namespace modelfs::fs {
@@ -65,147 +66,105 @@ Path Child(const Path& parent, const std::string& name) {
 
 Path Rest(const Path& p) { return Path(p.begin() + 1, p.end()); }
 
+// A committed file's bytes never change under its inode; a folder's do (its listing).
+bool SameContent(const NodeAttr& a, const NodeAttr& b) {
+  return a.type == b.type && (a.type == NodeType::kDir || a.version == b.version);
+}
+
+// Names the file in a rejection's message unless the folder already did, so that every log line of a
+// refused write says which file it was.
+Status Named(const Status& st, const Path& path) {
+  const std::string where = JoinPath(path);
+  if (st.ok() || st.message().find(where) != std::string::npos) return st;
+  return st.Annotate(where);
+}
+
 constexpr size_t kMaxNameLength = 255;
 constexpr char kXattrPrefix[] = "user.modelfs.";
 constexpr char kInodesXattr[] = "user.modelfs.inodes";
+// A retrying open comes within microseconds; a reservation older than this was abandoned.
+constexpr auto kReservationLife = std::chrono::seconds(10);
 
 }  // namespace
 
-// Staged bytes of one file, shared by all write handles of an inode (or owned by a temporary file).
-struct Core::WriteState {
-  std::mutex mu;
-  std::unique_ptr<StagedFile> staged;  // (mu) null, or the staged bytes; consumed after a commit
-  bool dirty = false;                  // (mu) staged bytes differ from what the store has
-  bool durable = false;                // (mu) fsync was called: the commit must be durable
-  std::optional<timespec> mtime;       // (mu) set by utimens: used as the version's time
-  std::map<std::string, std::string> xattrs;  // (mu) user.modelfs.* set before the commit (rsync -X)
-  std::string folder_staging_dir;      // constant
-};
-
-// A file or directory that exists only in the core: temporary files, files not yet committed, and
-// provisional directories.
+// A file or folder that exists only in the core: a file being created (until its first commit), a
+// temporary file ('.' name, until renamed onto a real name), a folder made before the store has it.
 struct Core::Pending {
   bool is_dir = false;
-  std::shared_ptr<WriteState> ws;  // files only
+  // Files: the process creating it. While it writes, a new file exists for that process only (other
+  // processes see what the store has: nothing, or what another writer committed meanwhile). Unknown
+  // (everyone's) once closed uncommitted: a temporary file waiting for its rename.
+  ProcessId creator;
+  std::shared_ptr<Staging> staging;  // files
+  uint64_t owner = 0;                // the write handle staging it (0: none open)
   mode_t mode = 0644;
   uid_t uid = 0;
   gid_t gid = 0;
-  timespec mtime{};
-};
-
-struct Core::Node {
-  Ino ino = 0;
-  Ino parent = 0;
-  std::string name;
-  Path path;  // from the root: {"models", "7", "layers", "0"}
-  NodeAttr attr;
-  uint64_t nlookup = 0;
-  bool attached = false;  // names_ maps (parent, name) to this node
-  bool pending = false;   // backed by pending_[JoinPath(path)]
-  std::shared_ptr<WriteState> ws;  // committed file opened for writing, or the pending file's
-  int open_writers = 0;
+  timespec mtime{};                  // folders
 };
 
 struct Core::Handle {
   Ino ino = 0;
   bool write = false;
-  std::atomic<uint64_t> writes{0};  // write calls through this handle
-  std::shared_ptr<FileContent> content;  // read handles: the snapshot
-  std::shared_ptr<WriteState> ws;        // write handles and reads of pending files
+  bool direct_io = false;
+  ProcessId opener;
+  std::shared_ptr<FileContent> content;  // read handles of stored files: the snapshot
+  std::shared_ptr<Staging> staging;      // write handles, and reads of a file being written
+  // (mu_) Where its commit goes: the path it was opened at (follows a rename of a pending file).
+  Path path;
+  Ino parent = 0;
+  std::string name;
+  bool pending = false;   // (mu_) its staging is the pending entry's at path
+  bool detached = false;  // (mu_) its name was removed or replaced: a commit would bring it back
 };
 
 struct Core::DirHandle {
   std::mutex list_mu;
-  bool listed = false;                                      // (list_mu)
-  std::vector<std::pair<std::string, NodeAttr>> entries;    // (list_mu) set once, then constant
-  Path path;                                                // constant
+  bool listed = false;                                    // (list_mu)
+  std::vector<std::pair<std::string, NodeAttr>> entries;  // (list_mu) set once, then constant
+  Path path;                                              // constant
   Ino ino = 0;
-  std::vector<Ino> created;  // nodes made for entries; those the kernel never took go at release
+  std::vector<Ino> created;  // (mu_) nodes made for a plain readdir: dropped at release if unused
+};
+
+// What one request asks the kernel to forget. Collected while the request runs, sent at its end.
+class Core::Notes {
+ public:
+  void Entry(Ino parent, std::string name) { entries_.emplace_back(parent, std::move(name)); }
+  void Attributes(Ino ino, bool listing) { attrs_.emplace_back(ino, listing); }
+  bool empty() const { return entries_.empty() && attrs_.empty(); }
+
+ private:
+  friend class Core;
+  std::vector<std::pair<Ino, std::string>> entries_;
+  std::vector<std::pair<Ino, bool>> attrs_;
 };
 
 Core::Core(std::vector<std::unique_ptr<Folder>> folders, CoreOptions options)
-    : options_(options), folders_(std::move(folders)) {
-  start_time_ = Now();
-  auto root = std::make_unique<Node>();
-  root->ino = kRootIno;
-  root->attr.type = NodeType::kDir;
-  root->attr.mtime = start_time_;
-  root->nlookup = 1;
-  nodes_[kRootIno] = std::move(root);
+    : options_(std::move(options)),
+      folders_(std::move(folders)),
+      start_time_(Now()),
+      processes_(options_.process_of, options_.process_alive),
+      invalidations_(std::make_unique<InvalidationQueue>(nullptr)) {
+  table_.Find(kRootIno)->attr.mtime = start_time_;
 }
 
 Core::~Core() = default;
 
-void Core::SetInvalidator(EntryInvalidator* inv) { invalidator_ = inv; }
-
-Core::Node* Core::FindNode(Ino ino) {
-  auto it = nodes_.find(ino);
-  return it == nodes_.end() ? nullptr : it->second.get();
+void Core::SetKernelCache(KernelCache* kernel) {
+  invalidations_.reset();  // sends what the previous one had queued
+  invalidations_ = std::make_unique<InvalidationQueue>(kernel);
 }
 
-Ino Core::CurrentIno(Ino parent, const std::string& name) {
-  auto it = names_.find({parent, name});
-  return it == names_.end() ? 0 : it->second;
+void Core::DrainInvalidations() { invalidations_->Drain(); }
+
+size_t Core::node_count() {
+  std::lock_guard lock(mu_);
+  return table_.size();
 }
 
-void Core::DetachName(Ino ino) {
-  Node* n = FindNode(ino);
-  if (n == nullptr || !n->attached) return;
-  names_.erase({n->parent, n->name});
-  n->attached = false;
-}
-
-Ino Core::AddNode(Ino parent, const std::string& name, Path path, const NodeAttr& attr) {
-  Ino old = CurrentIno(parent, name);
-  if (old != 0) DetachName(old);
-  auto n = std::make_unique<Node>();
-  n->ino = next_ino_++;
-  n->parent = parent;
-  n->name = name;
-  n->path = std::move(path);
-  n->attr = attr;
-  n->attached = true;
-  Ino ino = n->ino;
-  names_[{parent, name}] = ino;
-  if (attr.type == NodeType::kDir) dir_nodes_.insert(ino);
-  nodes_[ino] = std::move(n);
-  return ino;
-}
-
-void Core::EraseNode(Ino ino) {
-  dir_nodes_.erase(ino);
-  nodes_.erase(ino);
-}
-
-void Core::InvalidateListings(const Path& path, bool wait) {
-  if (invalidator_ == nullptr || path.empty()) return;
-  const size_t depth = std::min<size_t>(path.size(), 2);
-  std::vector<Ino> dirs;
-  {
-    std::lock_guard lock(mu_);
-    for (Ino ino : dir_nodes_) {
-      Node* n = FindNode(ino);
-      if (n != nullptr && n->path.size() >= depth &&
-          std::equal(path.begin(), path.begin() + depth, n->path.begin())) {
-        dirs.push_back(ino);
-      }
-    }
-  }
-  for (Ino ino : dirs) invalidator_->InvalidateInode(ino, wait);
-}
-
-Core::Node* Core::MoveName(Ino ino, Ino new_parent, const std::string& new_name, const Path& path) {
-  DetachName(CurrentIno(new_parent, new_name));
-  Node* n = FindNode(ino);
-  if (n == nullptr) return nullptr;
-  DetachName(ino);
-  n->parent = new_parent;
-  n->name = new_name;
-  n->path = path;
-  n->attached = true;
-  names_[{new_parent, new_name}] = ino;
-  return n;
-}
+// ---------------------------------------------------------------------------------------------
+// Names and nodes
 
 Core::Pending* Core::FindPending(const std::string& key) {
   auto it = pending_.find(key);
@@ -226,44 +185,51 @@ Result<Path> Core::ChildPath(Ino parent, const std::string& name) {
     return InvalidArgument("'" + name + "': not a valid name");
   }
   std::lock_guard lock(mu_);
-  Node* p = FindNode(parent);
+  Node* p = table_.Find(parent);
   if (p == nullptr) return NotFound("unknown inode");
   if (p->attr.type != NodeType::kDir) return NotADirectory(JoinPath(p->path) + ": not a folder");
   return Child(p->path, name);
 }
 
-Result<NodeAttr> Core::StatPath(const Path& path) {
+bool Core::SeesPending(const Caller* viewer, const ProcessId& creator) {
+  if (viewer == nullptr || !creator.known()) return true;
+  return Who(*viewer) == creator;
+}
+
+Result<NodeAttr> Core::StatPath(const Path& path, const Caller* viewer, bool* from_pending) {
+  if (from_pending != nullptr) *from_pending = false;
   if (path.empty()) {
     NodeAttr a;
     a.type = NodeType::kDir;
     a.mtime = start_time_;
     return a;
   }
-  std::shared_ptr<WriteState> ws;
-  std::optional<Pending> provisional;
+  std::shared_ptr<Staging> staging;
+  std::optional<timespec> provisional;  // a pending folder's time
+  ProcessId creator;
   {
     std::lock_guard lock(mu_);
     Pending* p = FindPending(JoinPath(path));
-    if (p == nullptr && IsTemporaryName(path.back())) return NotFound(JoinPath(path) + ": no such file");
-    if (p != nullptr && p->is_dir) {
-      provisional = *p;
-      p = nullptr;
+    if (p != nullptr && p->is_dir) provisional = p->mtime;
+    if (p != nullptr && !p->is_dir) {
+      staging = p->staging;
+      creator = p->creator;
     }
-    if (p != nullptr) {
-      NodeAttr a;
-      a.type = p->is_dir ? NodeType::kDir : NodeType::kFile;
-      a.mtime = p->mtime;
-      a.writable = true;
-      ws = p->ws;
-      if (!ws) return a;
-      std::lock_guard wl(ws->mu);
-      if (ws->staged) {
-        auto size = FileSize(ws->staged->fd());
-        if (size.ok()) a.size = *size;
-      }
-      if (ws->mtime) a.mtime = *ws->mtime;
-      return a;
-    }
+  }
+  if (staging && !SeesPending(viewer, creator)) staging.reset();
+  if (!staging && !provisional && IsTemporaryName(path.back())) {
+    return NotFound(JoinPath(path) + ": no such file");
+  }
+  if (staging) {
+    if (from_pending != nullptr) *from_pending = true;
+    NodeAttr a;
+    a.type = NodeType::kFile;
+    a.writable = true;
+    std::lock_guard sl(staging->mu);
+    auto size = staging->Size();
+    if (size.ok()) a.size = *size;
+    a.mtime = staging->Mtime();
+    return a;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   auto attr = folder->Stat(Rest(path));
@@ -274,15 +240,16 @@ Result<NodeAttr> Core::StatPath(const Path& path) {
     pending_.erase(JoinPath(path));
     return attr;
   }
+  if (from_pending != nullptr) *from_pending = true;
   NodeAttr a;
   a.type = NodeType::kDir;
-  a.mtime = provisional->mtime;
+  a.mtime = *provisional;
   return a;
 }
 
-struct stat Core::MakeStat(Ino ino, const NodeAttr& attr) {
+struct stat Core::MakeStat(const Node& n, const NodeAttr& attr) {
   struct stat st {};
-  st.st_ino = ino;
+  st.st_ino = n.ino;
   st.st_uid = options_.uid;
   st.st_gid = options_.gid;
   switch (attr.type) {
@@ -292,33 +259,37 @@ struct stat Core::MakeStat(Ino ino, const NodeAttr& attr) {
       break;
     case NodeType::kFile:
       st.st_mode = S_IFREG | (attr.writable && !options_.read_only ? 0644 : 0444);
-      st.st_nlink = 1;
+      st.st_nlink = n.removed ? 0 : 1;
       break;
     case NodeType::kSymlink:
       st.st_mode = S_IFLNK | 0777;
       st.st_nlink = 1;
       break;
   }
+  if (n.kind == NodeKind::kPending && attr.type == NodeType::kFile) {
+    if (const Pending* p = FindPending(JoinPath(n.path))) {
+      st.st_mode = S_IFREG | (p->mode & 07777);
+      st.st_uid = p->uid;
+      st.st_gid = p->gid;
+    }
+  }
   st.st_size = static_cast<off_t>(attr.size);
   st.st_blksize = 128 * 1024;
   st.st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
   st.st_mtim = attr.mtime;
-  st.st_ctim = attr.mtime;
+  st.st_ctim = attr.ctime.tv_sec || attr.ctime.tv_nsec ? attr.ctime : attr.mtime;
   st.st_atim = attr.mtime;
   return st;
 }
 
-EntryOut Core::MakeEntry(Ino ino, const NodeAttr& attr) {
+EntryOut Core::MakeEntry(const Node& n) {
   EntryOut e;
-  e.attr = MakeStat(ino, attr);
-  Node* n = FindNode(ino);
-  if (n != nullptr && n->pending) {
-    if (Pending* p = FindPending(JoinPath(n->path))) {
-      if (!p->is_dir) e.attr.st_mode = S_IFREG | (p->mode & 07777);
-    }
+  e.attr = MakeStat(n, n.attr);
+  if (n.kind == NodeKind::kPending || n.kind == NodeKind::kWriter) {
+    // Sizes that move with every write, and names that lead elsewhere for other processes.
     e.entry_timeout = 0;
     e.attr_timeout = 0;
-  } else if (attr.type == NodeType::kDir) {
+  } else if (n.attr.type == NodeType::kDir) {
     e.entry_timeout = options_.entry_timeout;
     e.attr_timeout = options_.dir_attr_timeout;
   } else {
@@ -328,155 +299,189 @@ EntryOut Core::MakeEntry(Ino ino, const NodeAttr& attr) {
   return e;
 }
 
-// Finds or makes the node for (parent, name) with these attributes; one more kernel reference.
-// A committed file whose version changed gets a new inode (see the class comment).
-static bool SameContent(const NodeAttr& a, const NodeAttr& b) {
-  return a.type == b.type && (a.type == NodeType::kDir || a.version == b.version);
+Node* Core::Remember(Ino parent, const std::string& name, const Path& path, const NodeAttr& attr,
+                     bool pending) {
+  const NodeKind kind = pending ? NodeKind::kPending : NodeKind::kStored;
+  Node* n = table_.Find(table_.Current(parent, name));
+  if (n == nullptr || n->kind != kind || !SameContent(n->attr, attr)) {
+    n = table_.Add(parent, name, path, kind, attr, /*attach=*/true);
+    if (pending) n->staging = FindPending(JoinPath(path))->staging;
+  }
+  n->attr = attr;
+  n->nlookup++;
+  return n;
 }
 
-Result<EntryOut> Core::Lookup(Ino parent, const std::string& name) {
+Result<EntryOut> Core::Lookup(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
-  auto found = StatPath(path);
+  {
+    // The retry of an open refused with ESTALE: this thread gets the inode kept for it.
+    std::lock_guard lock(mu_);
+    auto r = reservations_.find(caller.tid);
+    if (r != reservations_.end() && r->second.parent == parent && r->second.name == name) {
+      r->second.looked_up = true;
+      if (Node* w = table_.Find(r->second.writer)) {
+        w->nlookup++;
+        return MakeEntry(*w);
+      }
+    }
+  }
+  if (HiddenFrom(caller, path)) return NotFound(JoinPath(path) + ": not created by this process yet");
+  bool pending = false;
+  auto found = StatPath(path, &caller, &pending);
   if (!found.ok()) {
     // A name that cannot exist does not exist: creating it then says precisely why it is refused.
     if (found.status().code() == StatusCode::kInvalidArgument) return NotFound(found.status().message());
     return found.status();
   }
-  NodeAttr attr = *found;
   std::lock_guard lock(mu_);
-  bool pending = FindPending(JoinPath(path)) != nullptr;
-  Ino ino = CurrentIno(parent, name);
-  Node* n = ino ? FindNode(ino) : nullptr;
-  if (n == nullptr || n->pending != pending || !SameContent(n->attr, attr)) {
-    ino = AddNode(parent, name, path, attr);
-    n = FindNode(ino);
-    n->pending = pending;
-    if (pending) n->ws = FindPending(JoinPath(path))->ws;
-  }
-  n->attr = attr;
-  n->nlookup++;
-  return MakeEntry(ino, attr);
-}
-
-void Core::Remember(Ino ino) {
-  std::lock_guard lock(mu_);
-  if (Node* n = FindNode(ino)) n->nlookup++;
+  Node* n = Remember(parent, name, path, *found, pending);
+  return MakeEntry(*n);
 }
 
 void Core::Forget(Ino ino, uint64_t nlookup) {
   std::lock_guard lock(mu_);
-  Node* n = FindNode(ino);
+  Node* n = table_.Find(ino);
   if (n == nullptr || ino == kRootIno) return;
   n->nlookup = nlookup >= n->nlookup ? 0 : n->nlookup - nlookup;
-  if (n->nlookup == 0 && n->open_writers == 0) {
-    DetachName(ino);
-    EraseNode(ino);
-  }
-}
-
-size_t Core::node_count() {
-  std::lock_guard lock(mu_);
-  return nodes_.size();
+  table_.EraseIfUnused(ino);
 }
 
 Result<AttrOut> Core::GetAttr(Ino ino) {
   Path path;
-  NodeAttr cached;
-  bool refresh = false;
+  NodeAttr attr;
+  NodeKind kind;
+  bool attached;
+  std::shared_ptr<Staging> staging;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     path = n->path;
-    cached = n->attr;
-    // A committed file's attributes never change under its inode; directories and pending files do.
-    refresh = n->attached && (n->pending || n->attr.type == NodeType::kDir);
+    attr = n->attr;
+    kind = n->kind;
+    attached = n->attached;
+    staging = n->staging;
   }
-  NodeAttr attr = cached;
-  if (refresh) {
+  if (staging && (kind == NodeKind::kPending || kind == NodeKind::kWriter)) {
+    // A file being written: what its writer has written so far.
+    std::lock_guard sl(staging->mu);
+    auto size = staging->Size();
+    if (size.ok()) attr.size = *size;
+    attr.mtime = staging->Mtime();
+    attr.ctime = staging->changed;
+  } else if (attached && attr.type == NodeType::kDir && kind != NodeKind::kRoot) {
+    // A folder's attributes change with its listing; a stored file's never change under its inode.
     auto fresh = StatPath(path);
-    if (fresh.ok()) attr = *fresh;
+    if (fresh.ok() && fresh->type == NodeType::kDir) attr = *fresh;
   }
   std::lock_guard lock(mu_);
-  Node* n = FindNode(ino);
+  Node* n = table_.Find(ino);
   if (n == nullptr) return NotFound("unknown inode");
-  n->attr = attr;
-  EntryOut e = MakeEntry(ino, attr);
+  if (kind != NodeKind::kPending && kind != NodeKind::kWriter) n->attr = attr;
+  EntryOut e = MakeEntry(*n);
+  e.attr = MakeStat(*n, attr);
   return AttrOut{e.attr, e.attr_timeout};
 }
 
-Status Core::EnsureStaged(const Path& path, WriteState& ws, bool truncate) {
-  if (ws.staged && !ws.staged->consumed()) return Status::Ok();
-  ASSIGN_OR_RETURN(auto fresh, StagedFile::Create(ws.folder_staging_dir));
-  if (!truncate) {
-    // Copy-on-write: the staged file starts as the current bytes (dd conv=notrunc, rsync --inplace).
-    if (ws.staged) {  // consumed by the previous commit: its fd holds the committed bytes
-      ASSIGN_OR_RETURN(uint64_t size, FileSize(ws.staged->fd()));
-      RETURN_IF_ERROR(CopyRange(ws.staged->fd(), 0, fresh->fd(), 0, size));
-    } else {
-      ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-      ASSIGN_OR_RETURN(FileContent content, folder->Open(Rest(path)));
-      RETURN_IF_ERROR(CopyRange(content.fd.get(), 0, fresh->fd(), 0, content.size));
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+ProcessId Core::Who(const Caller& caller) { return processes_.Of(caller.tid); }
+
+bool Core::HiddenFrom(const Caller& caller, const Path& path) {
+  {
+    std::lock_guard lock(mu_);
+    if (views_.empty()) return false;  // the common case asks /proc nothing
+  }
+  ProcessId p = Who(caller);
+  std::lock_guard lock(mu_);
+  return views_.Hidden(p, JoinPath(path));
+}
+
+void Core::ViewCreated(const Caller& caller, const Path& path) {
+  {
+    std::lock_guard lock(mu_);
+    if (views_.empty()) return;
+  }
+  ProcessId p = Who(caller);
+  std::lock_guard lock(mu_);
+  views_.Created(p, JoinPath(path));
+}
+
+void Core::Reserve(pid_t tid, Ino parent, const std::string& name, Ino refused, Ino writer) {
+  ExpireReservations();
+  auto old = reservations_.find(tid);
+  if (old != reservations_.end() && old->second.writer != 0 && old->second.writer != writer) {
+    if (Node* w = table_.Find(old->second.writer)) {
+      w->reserved = false;
+      table_.EraseIfUnused(w->ino);
     }
   }
-  ws.staged = std::move(fresh);
-  return Status::Ok();
+  Reservation r;
+  r.parent = parent;
+  r.name = name;
+  r.refused = refused;
+  r.writer = writer;
+  r.at = std::chrono::steady_clock::now();
+  reservations_[tid] = r;
+  if (Node* w = table_.Find(writer)) w->reserved = true;
 }
 
-Status Core::CommitState(const Path& path, WriteState& ws, Vanished* vanished) {
-  if (!ws.staged || ws.staged->consumed()) {
-    ws.dirty = false;
-    return Status::Ok();
+bool Core::IsFailedRetry(pid_t tid, Ino ino) {
+  auto r = reservations_.find(tid);
+  return r != reservations_.end() && r->second.refused == ino && !r->second.looked_up;
+}
+
+void Core::ExpireReservations() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = reservations_.begin(); it != reservations_.end();) {
+    if (now - it->second.at < kReservationLife) {
+      ++it;
+      continue;
+    }
+    if (Node* w = table_.Find(it->second.writer)) {
+      w->reserved = false;
+      table_.EraseIfUnused(w->ino);
+    }
+    it = reservations_.erase(it);
   }
-  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  CommitContext ctx;
-  ctx.mtime = ws.mtime;
-  ctx.durable = ws.durable;
-  ctx.xattrs.assign(ws.xattrs.begin(), ws.xattrs.end());
-  Status st = folder->Commit(Rest(path), *ws.staged, ctx, vanished);
-  if (st.ok()) ws.dirty = false;
-  return st;
 }
 
-Result<Ino> Core::LookupPathIno(const Path& path) {
-  Ino ino = kRootIno;
-  for (const auto& c : path) {
-    ino = CurrentIno(ino, c);
-    if (ino == 0) return NotFound("not cached");
-  }
-  return ino;
+// ---------------------------------------------------------------------------------------------
+// Kernel caches
+
+void Core::NoteListings(const Path& path, Notes& notes) {
+  if (path.empty()) return;
+  std::lock_guard lock(mu_);
+  for (Ino ino : table_.DirsBelow(path, 2)) notes.Attributes(ino, /*listing=*/true);
 }
 
-void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanished) {
-  std::vector<std::pair<Ino, std::string>> todo;
-  // Forgets the names of every committed file of top-level folder `top`.
+void Core::NoteVanished(const std::string& folder_top, const Vanished& vanished, Notes& notes) {
+  // Drops the names of every stored file of top-level folder `top`: their next lookup is afresh.
   auto forget_all_files = [&](const std::string& top) {
     std::lock_guard lock(mu_);
-    std::vector<Ino> all;
-    for (const auto& [key, ino] : names_) {
-      Node* n = FindNode(ino);
-      if (n != nullptr && n->path.size() > 1 && n->path[0] == top && !n->pending &&
-          n->attr.type != NodeType::kDir) {
-        all.push_back(ino);
-      }
-    }
-    for (Ino ino : all) {
-      Node* n = FindNode(ino);
-      todo.emplace_back(n->parent, n->name);
-      DetachName(ino);
+    for (Ino ino : table_.StoredFilesIn(top)) {
+      Node* n = table_.Find(ino);
+      notes.Entry(n->parent, n->name);
+      table_.Detach(ino);
     }
   };
-  auto folder = FolderOf(folder_prefix);
-  if (folder.ok() && (*folder)->CommitsChangeEverything()) forget_all_files(folder_prefix[0]);
+  auto folder = FolderOf({folder_top});
+  if (folder.ok() && (*folder)->CommitsChangeEverything()) forget_all_files(folder_top);
+  Vanished all = vanished;
+  if (folder.ok()) {
+    for (Path& d : (*folder)->Derived()) all.push_back(std::move(d));
+  }
   std::vector<std::string> other_folders;  // listings to drop: a side effect reached them
-  for (const Path& rel : vanished) {
+  for (const Path& rel : all) {
     Path full;
     if (!rel.empty() && rel[0] == "/") {
       if (rel.size() < 2) continue;
       full.assign(rel.begin() + 1, rel.end());
-      if (full[0] != folder_prefix[0]) other_folders.push_back(full[0]);
+      if (full[0] != folder_top) other_folders.push_back(full[0]);
     } else {
-      full = folder_prefix;
+      full = {folder_top};
       full.insert(full.end(), rel.begin(), rel.end());
     }
     if (full.size() == 2 && full[1] == "*") {
@@ -484,120 +489,705 @@ void Core::InvalidateVanished(const Path& folder_prefix, const Vanished& vanishe
       continue;
     }
     std::lock_guard lock(mu_);
-    auto ino = LookupPathIno(full);
-    if (!ino.ok()) continue;
-    Node* n = FindNode(*ino);
-    todo.emplace_back(n->parent, n->name);
-    DetachName(*ino);
+    Ino ino = kRootIno;
+    for (const auto& c : full) {
+      ino = table_.Current(ino, c);
+      if (ino == 0) break;
+    }
+    Node* n = ino ? table_.Find(ino) : nullptr;
+    if (n == nullptr) continue;
+    notes.Entry(n->parent, n->name);
+    notes.Attributes(n->ino, n->attr.type == NodeType::kDir);
+    table_.Detach(n->ino);
   }
-  for (const std::string& top : other_folders) InvalidateListings({top}, /*wait=*/false);
-  if (invalidator_ == nullptr) return;
-  for (auto& [parent, name] : todo) invalidator_->InvalidateEntry(parent, name, /*wait=*/false);
+  for (const std::string& top : other_folders) NoteListings({top}, notes);
 }
 
-Result<AttrOut> Core::SetAttr(Ino ino, const SetAttrIn& in) {
+void Core::Send(Notes& notes, std::initializer_list<Ino> held) {
+  if (notes.empty()) return;
+  auto is_held = [&](Ino parent) { return std::find(held.begin(), held.end(), parent) != held.end(); };
+  // What can be waited for goes first (invalidation.h, rule 2).
+  uint64_t ticket = 0;
+  for (const auto& [ino, listing] : notes.attrs_) ticket = invalidations_->Attributes(ino, listing);
+  for (const auto& [parent, name] : notes.entries_) {
+    if (!is_held(parent)) ticket = invalidations_->Entry(parent, name);
+  }
+  for (const auto& [parent, name] : notes.entries_) {
+    if (is_held(parent)) invalidations_->Entry(parent, name);
+  }
+  if (ticket != 0) invalidations_->Wait(ticket, options_.invalidation_wait);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening, reading, writing
+
+uint64_t Core::AddHandle(std::shared_ptr<Handle> h) {
+  uint64_t fh = next_fh_++;
+  if (h->write) writers_.emplace(JoinPath(h->path), fh);
+  if (Node* n = table_.Find(h->ino)) n->open++;
+  handles_[fh] = std::move(h);
+  return fh;
+}
+
+Result<OpenOut> Core::Open(const Caller& caller, Ino ino, int flags) {
+  if ((flags & O_ACCMODE) != O_RDONLY) return OpenForWrite(caller, ino, flags);
+  return OpenForRead(caller, ino);
+}
+
+Result<OpenOut> Core::OpenForRead(const Caller& caller, Ino ino) {
   Path path;
-  bool pending;
-  NodeType type;
-  std::shared_ptr<WriteState> ws;
-  std::shared_ptr<Handle> handle;
-  int open_writers = 0;
+  NodeAttr attr;
+  NodeKind kind;
+  Ino parent;
+  std::string name;
+  std::shared_ptr<Staging> staging;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->attr.type == NodeType::kDir) return IsADirectory(JoinPath(n->path) + ": is a folder");
+    path = n->path;
+    attr = n->attr;
+    kind = n->kind;
+    parent = n->parent;
+    name = n->name;
+    staging = n->staging;
+  }
+  auto h = std::make_shared<Handle>();
+  h->ino = ino;
+  h->path = path;
+  h->parent = parent;
+  h->name = name;
+  OpenOut out;
+  if (kind == NodeKind::kPending || kind == NodeKind::kWriter) {
+    // A file being written, opened to read: its bytes so far, from its staged file.
+    if (!staging) staging = std::make_shared<Staging>("");
+    h->staging = staging;
+    out.direct_io = true;
+  } else {
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    // An inode stands for one content version. If the name has moved on (a commit since the kernel
+    // looked it up), ESTALE makes the kernel look the path up again and retry once; only when that
+    // retry could not look up again is the newest content served here, bypassing this inode's cache.
+    bool stale = false;
+    {
+      auto now = folder->Stat(Rest(path));
+      if (!now.ok() && now.status().code() != StatusCode::kNotFound) return now.status();
+      stale = !now.ok() || !SameContent(*now, attr);
+    }
+    FileContent content;
+    if (!stale) {
+      ASSIGN_OR_RETURN(content, folder->Open(Rest(path)));
+      // A commit between the check and the open would put another version's bytes under this inode.
+      auto now = folder->Stat(Rest(path));
+      stale = !now.ok() || !SameContent(*now, attr) || content.size != attr.size;
+    }
+    if (stale) {
+      std::lock_guard lock(mu_);
+      if (!IsFailedRetry(caller.tid, ino)) {
+        Reserve(caller.tid, parent, name, ino, 0);
+        return Stale(JoinPath(path) + ": changed since it was looked up");
+      }
+    }
+    if (stale) {
+      ASSIGN_OR_RETURN(content, folder->Open(Rest(path)));
+      out.direct_io = true;
+    } else {
+      out.keep_cache = true;  // this inode's bytes never change
+    }
+    h->content = std::make_shared<FileContent>(std::move(content));
+  }
+  std::lock_guard lock(mu_);
+  out.fh = AddHandle(std::move(h));
+  return out;
+}
+
+Result<OpenOut> Core::OpenForWrite(const Caller& caller, Ino ino, int flags) {
+  Path path;
+  NodeKind kind;
+  NodeAttr attr;
+  Ino parent;
+  std::string name;
+  bool reserved_for_me = false;
+  bool failed_retry = false;
+  std::shared_ptr<Staging> pending_staging;  // a pending file nobody writes: taken over
+  bool pending_busy = false;
+  {
+    std::lock_guard lock(mu_);
+    Node* n = table_.Find(ino);
+    if (n == nullptr) return NotFound("unknown inode");
+    if (n->attr.type == NodeType::kDir) return IsADirectory(JoinPath(n->path) + ": is a folder");
+    path = n->path;
+    kind = n->kind;
+    attr = n->attr;
+    parent = n->parent;
+    name = n->name;
+    auto r = reservations_.find(caller.tid);
+    reserved_for_me = kind == NodeKind::kWriter && r != reservations_.end() && r->second.writer == ino;
+    failed_retry = IsFailedRetry(caller.tid, ino);
+    if (kind == NodeKind::kPending) {
+      Pending* p = FindPending(JoinPath(path));
+      if (p != nullptr && !p->is_dir) {
+        pending_busy = p->owner != 0;
+        if (!pending_busy) pending_staging = p->staging;
+      }
+    }
+  }
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  const bool truncate = flags & O_TRUNC;
+  const bool shares_inode = kind == NodeKind::kStored || (kind == NodeKind::kWriter && !reserved_for_me) ||
+                            (kind == NodeKind::kPending && pending_busy);
+  if (shares_inode && !failed_retry) {
+    // Readers (or another writer) use this inode: refuse with ESTALE and keep a private inode for this
+    // thread's retry, which looks the name up again (Lookup) and opens that one.
+    if (kind == NodeKind::kStored) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+    std::lock_guard lock(mu_);
+    NodeAttr wattr = attr;
+    wattr.writable = true;
+    if (kind != NodeKind::kStored) wattr.size = 0;  // a second writer of a new file starts empty
+    Node* w = table_.Add(parent, name, path, NodeKind::kWriter, wattr, /*attach=*/false);
+    Reserve(caller.tid, parent, name, ino, w->ino);
+    return Stale(JoinPath(path) + ": opened for writing: retry on a private inode");
+  }
+  if (failed_retry) {
+    LogInfo(JoinPath(path) + ": opened for writing without a path to look up again (/proc/self/fd?): "
+            "it shares its inode with readers until it closes");
+  }
+  auto h = std::make_shared<Handle>();
+  h->ino = ino;
+  h->write = true;
+  h->opener = Who(caller);
+  h->path = path;
+  h->parent = parent;
+  h->name = name;
+  // O_WRONLY writes bypass the page cache (nothing there to keep); O_RDWR goes through this private
+  // inode's cache, so that its reads see its writes and mmap(MAP_SHARED) works (numpy.memmap r+).
+  h->direct_io = (flags & O_ACCMODE) == O_WRONLY || failed_retry;
+  if (pending_staging) {
+    h->staging = pending_staging;
+    h->pending = true;
+  } else {
+    h->staging = std::make_shared<Staging>(folder->staging_dir());
+    if (!truncate && kind != NodeKind::kPending &&
+        (kind == NodeKind::kStored || attr.size > 0 || failed_retry)) {
+      // The stored bytes as they are now: what this writer changes (copied at its first write).
+      auto base = folder->Open(Rest(path));
+      if (base.ok()) {
+        h->staging->base = std::make_shared<FileContent>(std::move(*base));
+      } else if (base.status().code() != StatusCode::kNotFound) {
+        return base.status();
+      }
+    }
+  }
+  if (truncate) {
+    std::lock_guard sl(h->staging->mu);
+    RETURN_IF_ERROR(h->staging->Ensure(/*truncate=*/true));
+    if (ftruncate(h->staging->staged->fd(), 0) != 0) return ErrnoError(JoinPath(path) + ": truncate", errno);
+    h->staging->dirty = true;
+    h->staging->Touch();
+  }
+  std::lock_guard lock(mu_);
+  Node* n = table_.Find(ino);
+  if (n == nullptr) return NotFound("unknown inode");
+  if (reserved_for_me) {
+    reservations_.erase(caller.tid);
+    n->reserved = false;
+  }
+  if (!failed_retry) n->staging = h->staging;
+  OpenOut out;
+  out.direct_io = h->direct_io;
+  const bool pending = h->pending;
+  out.fh = AddHandle(h);
+  if (pending) {
+    if (Pending* p = FindPending(JoinPath(path))) p->owner = out.fh;
+  }
+  return out;
+}
+
+Result<std::pair<EntryOut, OpenOut>> Core::Create(const Caller& caller, Ino parent, const std::string& name,
+                                                  mode_t mode, int flags) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": files cannot be created here");
+  const bool hidden = HiddenFrom(caller, path);
+  auto existing = StatPath(path, &caller);
+  if (existing.ok() && existing->type == NodeType::kDir) {
+    return hidden ? PermissionDenied(JoinPath(path) + ": a folder of the store")
+                  : IsADirectory(JoinPath(path) + ": is a folder");
+  }
+  bool others_pending;  // another process is creating this name: this one creates its own
+  {
+    std::lock_guard lock(mu_);
+    Pending* p = FindPending(JoinPath(path));
+    others_pending = !existing.ok() && p != nullptr && !p->is_dir;
+  }
+  const ProcessId by = Who(caller);
+  auto h = std::make_shared<Handle>();
+  h->write = true;
+  h->opener = by;
+  h->path = path;
+  h->parent = parent;
+  h->name = name;
+  h->direct_io = (flags & O_ACCMODE) != O_RDWR;
+  EntryOut entry;
+  if (existing.ok() || others_pending) {
+    if ((flags & O_EXCL) && existing.ok() && !hidden) return AlreadyExists(JoinPath(path) + ": exists");
+    // The name exists (another process created it meanwhile, or it is one this process does not see,
+    // or another process is creating it): this file is a private writer of it, as an open for
+    // writing would be, and the last of them to close wins.
+    if (!hidden && !(others_pending && IsTemporaryName(name))) {
+      RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+    }
+    h->staging = std::make_shared<Staging>(folder->staging_dir());
+    if (hidden || others_pending) {
+      h->staging->dirty = true;  // a new file for this process, stored at close even if empty
+    } else if (!(flags & O_TRUNC)) {
+      auto base = folder->Open(Rest(path));
+      if (base.ok()) h->staging->base = std::make_shared<FileContent>(std::move(*base));
+    }
+    if (flags & O_TRUNC || hidden || others_pending) {
+      std::lock_guard sl(h->staging->mu);
+      RETURN_IF_ERROR(h->staging->Ensure(/*truncate=*/true));
+      h->staging->dirty = true;
+    }
+    NodeAttr wattr;
+    wattr.type = NodeType::kFile;
+    wattr.writable = true;
+    wattr.mtime = Now();
+    std::lock_guard lock(mu_);
+    Node* w = table_.Add(parent, name, path, NodeKind::kWriter, wattr, /*attach=*/false);
+    w->staging = h->staging;
+    w->nlookup++;
+    h->ino = w->ino;
+    entry = MakeEntry(*w);
+  } else {
+    if (existing.status().code() != StatusCode::kNotFound &&
+        existing.status().code() != StatusCode::kInvalidArgument) {
+      return existing.status();
+    }
+    if (!IsTemporaryName(name)) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
+    auto p = std::make_unique<Pending>();
+    p->staging = std::make_shared<Staging>(folder->staging_dir());
+    {
+      std::lock_guard sl(p->staging->mu);
+      RETURN_IF_ERROR(p->staging->Ensure(/*truncate=*/true));
+      p->staging->dirty = true;  // a created file is a change even when nothing is written into it
+    }
+    p->mode = mode & 07777;
+    p->uid = options_.uid;
+    p->gid = options_.gid;
+    p->creator = by;
+    h->staging = p->staging;
+    h->pending = true;
+    NodeAttr attr;
+    attr.type = NodeType::kFile;
+    attr.writable = true;
+    attr.mtime = Now();
+    std::lock_guard lock(mu_);
+    pending_[JoinPath(path)] = std::move(p);
+    Node* n = table_.Add(parent, name, path, NodeKind::kPending, attr, /*attach=*/true);
+    n->staging = h->staging;
+    n->nlookup++;
+    h->ino = n->ino;
+    entry = MakeEntry(*n);
+  }
+  ViewCreated(caller, path);
+  std::lock_guard lock(mu_);
+  OpenOut out;
+  out.direct_io = h->direct_io;
+  const bool pending = h->pending;
+  out.fh = AddHandle(h);
+  if (pending) {
+    if (Pending* p = FindPending(JoinPath(path))) p->owner = out.fh;
+  }
+  return std::make_pair(entry, out);
+}
+
+Result<ReadOut> Core::Read(uint64_t fh, off_t offset, size_t size) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+  }
+  ReadOut out;
+  if (h->content) {
+    uint64_t end = h->content->size;
+    if (static_cast<uint64_t>(offset) >= end) return out;
+    out.fd = h->content->fd.get();
+    out.offset = offset;
+    out.length = static_cast<size_t>(std::min<uint64_t>(size, end - offset));
+    out.keep_alive = h->content;
+    return out;
+  }
+  // A file being written: copied out under its lock, since a later write may replace the staged file.
+  std::lock_guard sl(h->staging->mu);
+  if (!h->direct_io) h->staging->cached_io = true;
+  int fd = h->staging->ReadFd();
+  if (fd < 0) return out;
+  auto buf = std::make_shared<std::string>(size, '\0');
+  ASSIGN_OR_RETURN(size_t n, PreadFull(fd, buf->data(), size, offset));
+  buf->resize(n);
+  out.data = buf;
+  out.length = n;
+  return out;
+}
+
+Result<size_t> Core::Write(uint64_t fh, off_t offset, const char* data, size_t size) {
+  return WriteWith(fh, offset, [&](int fd, off_t off) -> Result<size_t> {
+    RETURN_IF_ERROR(PwriteFull(fd, data, size, off));
+    return size;
+  });
+}
+
+Result<size_t> Core::WriteWith(uint64_t fh, off_t offset, const PutFn& put) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+  }
+  if (!h->write) return InvalidArgument("file not open for writing");
+  Staging& s = *h->staging;
+  std::lock_guard sl(s.mu);
+  if (!s.error.ok()) return s.error;
+  RETURN_IF_ERROR(s.Ensure(/*truncate=*/false));
+  ASSIGN_OR_RETURN(size_t written, put(s.staged->fd(), offset));
+  s.dirty = true;
+  s.unsaved_changes++;
+  if (!h->direct_io) s.cached_io = true;
+  s.Touch();
+  return written;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit
+
+void Core::DetachWriters(const std::string& key) {
+  auto range = writers_.equal_range(key);
+  for (auto it = range.first; it != range.second; ++it) {
+    auto h = handles_.find(it->second);
+    if (h != handles_.end()) h->second->detached = true;
+  }
+}
+
+Status Core::CommitStaging(const Path& path, Ino parent, const std::string& name, Staging& s,
+                           bool pending, bool adopt, const ProcessId& by, Notes& notes) {
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  const Path rest = Rest(path);
+  Vanished vanished;
+  Status st;
+  bool changed = true;
+  if (s.staged && !s.staged->consumed()) {
+    CommitContext ctx;
+    ctx.mtime = s.mtime;
+    ctx.durable = s.durable;
+    ctx.xattrs.assign(s.xattrs.begin(), s.xattrs.end());
+    st = folder->Commit(rest, *s.staged, ctx, &vanished);
+  } else if (s.time_set && s.mtime && !pending) {
+    // Only a time was set on a stored file (touch): it is the file's new time, not a new version.
+    st = folder->SetMtime(rest, *s.mtime, &vanished);
+    vanished.push_back(rest);
+  } else {
+    changed = false;
+  }
+  if (!st.ok()) {
+    // Rejected: the store is as before; so is the file for its next reader. The open file keeps the
+    // error for every later close (sticky), and a file that existed only here is gone.
+    st = Named(st, path);
+    LogError("rejected: " + st.message());  // once; later closes return it without a new line
+    s.error = st;
+    s.DropStaged();
+    std::lock_guard lock(mu_);
+    if (pending) {
+      pending_.erase(JoinPath(path));
+      Ino ino = table_.Current(parent, name);
+      if (Node* n = table_.Find(ino); n != nullptr && n->kind == NodeKind::kPending) {
+        n->removed = true;
+        table_.Detach(ino);
+        notes.Entry(parent, name);
+      }
+    }
+    return st;
+  }
+  s.dirty = false;
+  s.unsaved_changes = 0;
+  s.time_set = false;
+  s.mtime.reset();
+  s.xattrs.clear();
+  if (!changed) return Status::Ok();
+  // A file made on demand (a view, an export) would be regenerated just to stat it: its name is
+  // dropped instead and looked up afresh when next used.
+  const bool lazy = folder->MadeOnDemand(rest);
+  // (The store's own stat: `s` is locked here, and a pending entry's stat would lock it again.)
+  Result<NodeAttr> attr = lazy ? Result<NodeAttr>(NotFound("not looked up")) : folder->Stat(rest);
+  {
+    std::lock_guard lock(mu_);
+    views_.Created(by, JoinPath(path));
+    Node* n = table_.Find(table_.Current(parent, name));
+    if (pending) {
+      pending_.erase(JoinPath(path));
+      // The new file's inode becomes the stored file when nobody can write through it any more (readers
+      // would share it), nothing of it can be in the page cache that differs from the stored bytes
+      // (it was written around the cache) and it is still a file. Otherwise the next lookup makes one.
+      if (n != nullptr && n->kind == NodeKind::kPending) {
+        if (adopt && attr.ok() && attr->type == NodeType::kFile && !s.cached_io) {
+          n->kind = NodeKind::kStored;
+          n->attr = *attr;
+          n->staging.reset();
+        } else {
+          table_.Detach(n->ino);
+          notes.Entry(parent, name);
+        }
+      }
+    } else if (n != nullptr && (!attr.ok() || !SameContent(n->attr, *attr))) {
+      // New bytes: the name leads to a new inode at the next lookup; readers of the old one keep
+      // their snapshot and its cached pages.
+      table_.Detach(n->ino);
+      notes.Entry(parent, name);
+    } else if (n != nullptr && attr.ok()) {
+      n->attr = *attr;  // same bytes, maybe a new time
+      notes.Attributes(n->ino, false);
+    }
+  }
+  NoteVanished(path[0], vanished, notes);
+  NoteListings(path, notes);
+  return Status::Ok();
+}
+
+Status Core::Flush(const Caller& caller, uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+  }
+  if (!h->write) return Status::Ok();
+  // Only a close by the process that opened the file commits (threads of it included). A process
+  // that inherited the descriptor (`{ a; b; } > f`, a fork, exec closing O_CLOEXEC descriptors)
+  // leaves it to the opener's close, or to the release after the last close.
+  const ProcessId by = Who(caller);
+  const bool opener = by.known() ? by == h->opener : !h->opener.known();
+  if (!opener) {
+    std::lock_guard sl(h->staging->mu);
+    return h->staging->error;
+  }
+  return FinishHandle(fh, /*at_release=*/false, by);
+}
+
+Status Core::FinishHandle(uint64_t fh, bool at_release, const ProcessId& by) {
+  std::shared_ptr<Handle> h;
+  Path path;
+  Ino parent;
+  std::string name;
+  bool pending, detached;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+    path = h->path;
+    parent = h->parent;
+    name = h->name;
+    pending = h->pending && FindPending(JoinPath(path)) != nullptr;
+    detached = h->detached;
+  }
+  Notes notes;
+  Status st;
+  {
+    Staging& s = *h->staging;
+    std::lock_guard sl(s.mu);
+    if (!s.error.ok()) return s.error;
+    // `cmd > file` opens, dup2s and closes the first descriptor before any byte is written: that close
+    // must not store an empty version. A handle that changed nothing since its last commit commits
+    // at release; unless a time was set on it (`touch`, `cp -p` of an empty file), which no
+    // redirection does.
+    if (!at_release && s.unsaved_changes == 0 && !s.time_set) return Status::Ok();
+    if (detached) {
+      s.DropStaged();  // its name was removed or replaced meanwhile: nothing to bring back
+      return Status::Ok();
+    }
+    if (pending && IsTemporaryName(name)) return Status::Ok();  // commits when renamed
+    if (!s.dirty && !s.time_set) return Status::Ok();
+    bool adopt = false;
+    if (at_release) {
+      std::lock_guard lock(mu_);
+      adopt = writers_.count(JoinPath(path)) <= 1;  // this handle is the file's last writer
+    }
+    st = CommitStaging(path, parent, name, s, pending, adopt, by, notes);
+  }
+  Send(notes, {});
+  return st;
+}
+
+void Core::Release(uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    h = it->second;
+  }
+  if (h->write) {
+    // What no close committed (a truncation alone, writes by a process that inherited the descriptor,
+    // writes through a shared mapping) commits now; close has returned already, so an error can only
+    // be logged (and stays the open file's error for nobody).
+    // (A rejection was logged where it happened.)
+    FinishHandle(fh, /*at_release=*/true, h->opener).IgnoreError();
+  }
+  std::lock_guard lock(mu_);
+  handles_.erase(fh);
+  if (h->write) {
+    auto range = writers_.equal_range(JoinPath(h->path));
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == fh) {
+        writers_.erase(it);
+        break;
+      }
+    }
+    if (Pending* p = FindPending(JoinPath(h->path)); p != nullptr && p->owner == fh) {
+      // Closed and not committed (a temporary file waiting for its rename): everyone's now, as a
+      // script's `mv .tmp name` runs in another process.
+      p->owner = 0;
+      p->creator = ProcessId{};
+    }
+  }
+  Node* n = table_.Find(h->ino);
+  if (n == nullptr) return;
+  n->open--;
+  table_.EraseIfUnused(n->ino);
+}
+
+Status Core::Fsync(uint64_t fh, bool datasync) {
+  std::shared_ptr<Handle> h;
+  Path path;
+  {
+    std::lock_guard lock(mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return InvalidArgument("unknown file handle");
+    h = it->second;
+    path = h->path;
+  }
+  if (h->write) {
+    std::lock_guard sl(h->staging->mu);
+    if (!h->staging->error.ok()) return h->staging->error;
+    if (h->staging->staged && !h->staging->staged->consumed()) {
+      int rc = datasync ? fdatasync(h->staging->staged->fd()) : fsync(h->staging->staged->fd());
+      if (rc != 0) return ErrnoError(JoinPath(path) + ": fsync of staged file", errno);
+      h->staging->durable = true;  // the commit at close will be durable too
+      return Status::Ok();
+    }
+  }
+  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+  return folder->Sync();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attributes
+
+Result<AttrOut> Core::SetAttr(const Caller& caller, Ino ino, const SetAttrIn& in) {
+  Path path;
+  NodeKind kind;
+  NodeAttr attr;
+  Ino parent;
+  std::string name;
+  std::shared_ptr<Staging> target;  // the staged file this change belongs to, if any
+  {
+    std::lock_guard lock(mu_);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     path = n->path;
-    pending = n->pending;
-    type = n->attr.type;
-    ws = n->ws;
-    open_writers = n->open_writers;
+    kind = n->kind;
+    attr = n->attr;
+    parent = n->parent;
+    name = n->name;
     if (in.fh) {
       auto it = handles_.find(*in.fh);
-      if (it != handles_.end()) handle = it->second;
+      if (it != handles_.end() && it->second->write) target = it->second->staging;
     }
-    if (pending) {
+    if (!target && (kind == NodeKind::kPending || kind == NodeKind::kWriter)) target = n->staging;
+    if (kind == NodeKind::kPending) {
       Pending* p = FindPending(JoinPath(path));
       if (p != nullptr) {
         if (in.mode) p->mode = *in.mode & 07777;
         if (in.uid) p->uid = *in.uid;
         if (in.gid) p->gid = *in.gid;
-        if (in.mtime) p->mtime = *in.mtime;
+        if (in.mtime && p->is_dir) p->mtime = *in.mtime;
       }
     }
   }
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  const bool is_dir = attr.type == NodeType::kDir;
+  Notes notes;
   if (in.size) {
-    if (type == NodeType::kDir) return IsADirectory(JoinPath(path) + ": is a folder");
-    // The kernel sends open(O_TRUNC) as a truncate without a file handle, so a truncate while the
-    // inode has writers belongs to their staged file, like ftruncate on an open file does.
-    std::shared_ptr<WriteState> target;
-    if (handle && handle->write) {
-      target = handle->ws;
-    } else if (!pending && ws && open_writers > 0) {
-      target = ws;
-    }
+    if (is_dir) return IsADirectory(JoinPath(path) + ": is a folder");
     if (target) {
-      // The kernel is told the committed size (below), so readers of this inode keep their snapshot
-      // until the writer's commit.
-      std::lock_guard wl(target->mu);
-      RETURN_IF_ERROR(EnsureStaged(path, *target, *in.size == 0));
+      std::lock_guard sl(target->mu);
+      if (!target->error.ok()) return target->error;
+      RETURN_IF_ERROR(target->Ensure(*in.size == 0));
       if (ftruncate(target->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
-        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
+        return ErrnoError(JoinPath(path) + ": truncate", errno);
       }
       target->dirty = true;
-    } else if (pending && ws) {
-      std::lock_guard wl(ws->mu);
-      if (ftruncate(ws->staged->fd(), static_cast<off_t>(*in.size)) != 0) {
-        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
-      }
-    } else {
-      // truncate(2) by path on a committed file: a whole write, committed at once.
+      target->unsaved_changes++;
+      target->Touch();
+    } else if (kind == NodeKind::kStored) {
+      // truncate(2) by path of a stored file: a whole write, committed at once. The inode keeps its
+      // bytes and size (readers may hold it); the name leads to the new version.
       ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
       RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
-      WriteState tmp;
-      tmp.folder_staging_dir = folder->staging_dir();
-      RETURN_IF_ERROR(EnsureStaged(path, tmp, *in.size == 0));
+      Staging tmp(folder->staging_dir());
+      std::lock_guard sl(tmp.mu);
+      if (*in.size != 0) {
+        ASSIGN_OR_RETURN(FileContent base, folder->Open(Rest(path)));
+        tmp.base = std::make_shared<FileContent>(std::move(base));
+      }
+      RETURN_IF_ERROR(tmp.Ensure(*in.size == 0));
       if (ftruncate(tmp.staged->fd(), static_cast<off_t>(*in.size)) != 0) {
-        return ErrnoError(JoinPath(path) + ": truncate of staged file", errno);
+        return ErrnoError(JoinPath(path) + ": truncate", errno);
       }
-      Vanished vanished{Rest(path)};
-      RETURN_IF_ERROR(CommitState(path, tmp, &vanished));
-      ASSIGN_OR_RETURN(NodeAttr fresh, StatPath(path));
-      InvalidateVanished({path[0]}, vanished);
-      InvalidateListings(path, /*wait=*/false);
-      std::lock_guard lock(mu_);
-      return AttrOut{MakeStat(ino, fresh), 0};
+      tmp.dirty = true;
+      RETURN_IF_ERROR(CommitStaging(path, parent, name, tmp, false, false, Who(caller), notes));
+    } else {
+      return NotFound(JoinPath(path) + ": no such file");
     }
   }
-  // A time set on a file being written (rsync before its rename, cp -p through the open handle) is
-  // kept with the staged bytes and offered to the folder at commit.
-  std::shared_ptr<WriteState> timed = handle && handle->write ? handle->ws
-                                      : (pending || open_writers > 0) ? ws : nullptr;
-  if (in.mtime && timed) {
-    std::lock_guard wl(timed->mu);
-    timed->mtime = *in.mtime;
-  }
-  // Modes and owners of committed entries are the store's: changing them is accepted (so that rsync -a
-  // and cp -p work) and not kept. Their times go to the folder, which keeps them or not (SetMtime).
-  // Staged files keep all of them until their commit.
-  if (in.mtime && !timed && !pending && path.size() > 1) {
-    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    Vanished vanished;
-    RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime, &vanished));
-    // Usually the inode keeps its content version and only its attributes move. A file whose bytes
-    // show its time changed content: its name goes to a new inode, as after a commit.
-    auto fresh = StatPath(path);
-    if (fresh.ok()) {
-      std::lock_guard lock(mu_);
-      Node* n = FindNode(ino);
-      if (n != nullptr && SameContent(n->attr, *fresh)) {
-        n->attr = *fresh;
-      } else if (n != nullptr) {
-        vanished.push_back(Rest(path));
+  if (in.mtime) {
+    if (target) {
+      // A time set on a file being written (rsync before its rename, cp -p and tar through the open
+      // descriptor) is kept with the staged bytes and becomes the version's time at commit.
+      std::lock_guard sl(target->mu);
+      target->mtime = *in.mtime;
+      target->time_set = true;
+      target->changed = Now();
+    } else if (kind == NodeKind::kStored && path.size() > 1) {
+      ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+      Vanished vanished;
+      RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime, &vanished));
+      // Usually the inode keeps its content version and only its time moves. A file whose bytes show
+      // its time (a JSON document with "modified_at") has new content: its name moves to a new inode.
+      auto fresh = StatPath(path);
+      {
+        std::lock_guard lock(mu_);
+        Node* n = table_.Find(ino);
+        if (n != nullptr && fresh.ok() && SameContent(n->attr, *fresh)) {
+          n->attr = *fresh;
+        } else if (n != nullptr && n->attached) {
+          table_.Detach(ino);
+          notes.Entry(parent, name);
+        }
       }
+      NoteVanished(path[0], vanished, notes);
     }
-    InvalidateVanished({path[0]}, vanished);
   }
+  // Modes and owners of stored entries are the store's: changing them is accepted (so that rsync -a,
+  // cp -p and tar -p work) and not kept. Pending files keep them until their commit.
+  Send(notes, {is_dir ? ino : 0});
   return GetAttr(ino);
 }
 
@@ -605,7 +1195,7 @@ Result<std::string> Core::ReadLink(Ino ino) {
   Path path;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     path = n->path;
   }
@@ -613,7 +1203,11 @@ Result<std::string> Core::ReadLink(Ino ino) {
   return folder->ReadLink(Rest(path));
 }
 
-Result<EntryOut> Core::Symlink(Ino parent, const std::string& name, const std::string& target) {
+// ---------------------------------------------------------------------------------------------
+// Names: links, folders, removal, renames
+
+Result<EntryOut> Core::Symlink(const Caller& caller, Ino parent, const std::string& name,
+                               const std::string& target) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
   if (IsTemporaryName(name)) {
@@ -621,55 +1215,122 @@ Result<EntryOut> Core::Symlink(Ino parent, const std::string& name, const std::s
   }
   if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": the top-level folders are fixed");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  if (StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
+  const bool hidden = HiddenFrom(caller, path);
+  if (!hidden && StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
   Vanished vanished;
   RETURN_IF_ERROR(folder->MakeSymlink(Rest(path), target, &vanished));
-  InvalidateVanished({path[0]}, vanished);
-  InvalidateListings(path, /*wait=*/false);
-  return Lookup(parent, name);
+  ViewCreated(caller, path);
+  Notes notes;
+  NoteVanished(path[0], vanished, notes);
+  NoteListings(path, notes);
+  Send(notes, {parent});
+  return Lookup(caller, parent, name);
 }
 
-Result<EntryOut> Core::MakeDir(Ino parent, const std::string& name) {
+Result<EntryOut> Core::MakeDir(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
   if (IsTemporaryName(name)) return InvalidArgument(JoinPath(path) + ": folder names cannot start with '.'");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   if (path.size() == 1) return AlreadyExists(path[0] + ": exists");
-  if (StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
-  ASSIGN_OR_RETURN(MkdirOutcome outcome, folder->MakeDir(Rest(path)));
-  if (outcome == MkdirOutcome::kProvisional) {
-    std::lock_guard lock(mu_);
-    auto p = std::make_unique<Pending>();
-    p->is_dir = true;
-    p->mtime = Now();
-    pending_[JoinPath(path)] = std::move(p);
+  const bool hidden = HiddenFrom(caller, path);
+  auto existing = StatPath(path);
+  if (existing.ok() && !hidden) return AlreadyExists(JoinPath(path) + ": exists");
+  if (existing.ok() && existing->type != NodeType::kDir) {
+    return AlreadyExists(JoinPath(path) + ": exists (a file of the store)");
   }
-  InvalidateListings(path, /*wait=*/false);
-  return Lookup(parent, name);
+  Notes notes;
+  if (!existing.ok()) {
+    ASSIGN_OR_RETURN(MkdirOutcome outcome, folder->MakeDir(Rest(path)));
+    std::lock_guard lock(mu_);
+    if (outcome == MkdirOutcome::kProvisional) {
+      auto p = std::make_unique<Pending>();
+      p->is_dir = true;
+      p->mtime = Now();
+      pending_[JoinPath(path)] = std::move(p);
+    }
+  }
+  // A folder that this process makes and that the store fills by itself (models/<id>) looks empty to
+  // this process until it creates what is in it (process_views.h).
+  if (!existing.ok() && folder->MakeDirFillsIt(Rest(path))) {
+    ProcessId by = Who(caller);
+    std::lock_guard lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - views_pruned_ > std::chrono::seconds(1)) {
+      views_.Prune([&](const ProcessId& p) { return processes_.Alive(p); });
+      views_pruned_ = now;
+    }
+    views_.HideBelow(by, JoinPath(path));
+  }
+  ViewCreated(caller, path);
+  NoteListings(path, notes);
+  Send(notes, {parent});
+  bool pending = false;
+  ASSIGN_OR_RETURN(NodeAttr attr, StatPath(path, &caller, &pending));
+  std::lock_guard lock(mu_);
+  Node* n = Remember(parent, name, path, attr, pending);
+  return MakeEntry(*n);
 }
 
-Status Core::Unlink(Ino parent, const std::string& name) {
+Status Core::MakeSpecial(Ino parent, const std::string& name, mode_t mode) {
+  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
+  if (S_ISREG(mode)) {
+    return NotSupported(JoinPath(path) + ": create regular files with open(O_CREAT), not mknod");
+  }
+  return PermissionDenied(JoinPath(path) + ": special files (fifos, sockets, devices) cannot be stored");
+}
+
+Status Core::HardLink(Ino ino, Ino new_parent, const std::string& new_name) {
+  (void)ino;
+  ASSIGN_OR_RETURN(Path path, ChildPath(new_parent, new_name));
+  return PermissionDenied(JoinPath(path) + ": hard links are not supported (use a symbolic link)");
+}
+
+Status Core::Unlink(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  if (HiddenFrom(caller, path)) return NotFound(JoinPath(path) + ": no such file");
+  const std::string key = JoinPath(path);
+  ProcessId creator;
   {
     std::lock_guard lock(mu_);
-    auto it = pending_.find(JoinPath(path));
-    if (it != pending_.end()) {
-      if (it->second->is_dir) return IsADirectory(JoinPath(path) + ": is a folder");
+    if (Pending* p = FindPending(key); p != nullptr && !p->is_dir) creator = p->creator;
+  }
+  const bool sees_pending = SeesPending(&caller, creator);
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(key);
+    if (it != pending_.end() && (it->second->is_dir || sees_pending)) {
+      if (it->second->is_dir) return IsADirectory(key + ": is a folder");
       pending_.erase(it);
-      DetachName(CurrentIno(parent, name));
+      DetachWriters(key);  // an open writer of a removed file stores nothing (create-unlink-use)
+      Ino ino = table_.Current(parent, name);
+      if (Node* n = table_.Find(ino)) n->removed = true;
+      table_.Detach(ino);
       return Status::Ok();
     }
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   if (path.size() == 1) return PermissionDenied(path[0] + ": store folders cannot be removed");
+  const bool automatic = folder->IsAutomatic(Rest(path));
   Vanished vanished;
   RETURN_IF_ERROR(folder->Remove(Rest(path), &vanished));
+  const ProcessId by = automatic ? Who(caller) : ProcessId{};
   const Path dir(path.begin(), path.end() - 1);
   const bool dir_gone = dir.size() > 1 && !StatPath(dir).ok();
+  Notes notes;
   {
     std::lock_guard lock(mu_);
-    DetachName(CurrentIno(parent, name));
+    Ino ino = table_.Current(parent, name);
+    if (automatic) {
+      // Still there for everyone else; gone for this process until it creates it again (tar -x).
+      views_.Whiteout(by, key);
+      if (ino != 0) notes.Attributes(ino, false);
+    } else {
+      DetachWriters(key);
+      if (Node* n = table_.Find(ino)) n->removed = true;
+    }
+    table_.Detach(ino);
     if (dir_gone) {
       // Removing the last file of a derived folder (history/<n>) would make the folder vanish under
       // `rm -r`, whose rmdir comes next: like any folder, it stays until it is removed.
@@ -679,14 +1340,16 @@ Status Core::Unlink(Ino parent, const std::string& name) {
       pending_[JoinPath(dir)] = std::move(p);
     }
   }
-  InvalidateVanished({path[0]}, vanished);
-  InvalidateListings(path, /*wait=*/false);
+  NoteVanished(path[0], vanished, notes);
+  NoteListings(path, notes);
+  Send(notes, {parent});
   return Status::Ok();
 }
 
-Status Core::RemoveDir(Ino parent, const std::string& name) {
+Status Core::RemoveDir(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
+  if (HiddenFrom(caller, path)) return NotFound(JoinPath(path) + ": no such folder");
   std::string key = JoinPath(path);
   {
     std::lock_guard lock(mu_);
@@ -698,7 +1361,7 @@ Status Core::RemoveDir(Ino parent, const std::string& name) {
         return NotEmpty(key + ": folder not empty");
       }
       pending_.erase(it);
-      DetachName(CurrentIno(parent, name));
+      table_.Detach(table_.Current(parent, name));
       return Status::Ok();
     }
   }
@@ -708,109 +1371,149 @@ Status Core::RemoveDir(Ino parent, const std::string& name) {
   RETURN_IF_ERROR(folder->RemoveDir(Rest(path), &vanished));
   {
     std::lock_guard lock(mu_);
-    DetachName(CurrentIno(parent, name));
+    table_.Detach(table_.Current(parent, name));
   }
-  InvalidateVanished({path[0]}, vanished);
-  InvalidateListings(path, /*wait=*/false);
+  Notes notes;
+  NoteVanished(path[0], vanished, notes);
+  NoteListings(path, notes);
+  Send(notes, {parent});
   return Status::Ok();
 }
 
-Status Core::Rename(Ino parent, const std::string& name, Ino new_parent,
+Status Core::Rename(const Caller& caller, Ino parent, const std::string& name, Ino new_parent,
                     const std::string& new_name, unsigned flags) {
   ASSIGN_OR_RETURN(Path from, ChildPath(parent, name));
   ASSIGN_OR_RETURN(Path to, ChildPath(new_parent, new_name));
   if (options_.read_only) return ReadOnly(JoinPath(from) + ": mounted read-only");
   if (flags & RENAME_EXCHANGE) return NotSupported(JoinPath(from) + ": exchanging names is not supported");
   if (from.size() < 2 || to.size() < 2) return PermissionDenied("store folders cannot be renamed");
-  if (from[0] != to[0]) return {StatusCode::kNotSupported, "cross-folder rename: " + JoinPath(from)};
+  if (from[0] != to[0]) return NotSupported("cross-folder rename: " + JoinPath(from));
   const std::string from_key = JoinPath(from), to_key = JoinPath(to);
   if (from_key == to_key) return Status::Ok();
+  if (HiddenFrom(caller, from)) return NotFound(from_key + ": no such file");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(from));
-  bool dst_exists = StatPath(to).ok();
+  const bool dst_exists = StatPath(to).ok();
   if ((flags & RENAME_NOREPLACE) && dst_exists) return AlreadyExists(to_key + ": exists");
 
-  std::shared_ptr<WriteState> ws;
+  std::shared_ptr<Staging> staging;
+  ProcessId creator;
+  {
+    std::lock_guard lock(mu_);
+    if (Pending* p = FindPending(from_key); p != nullptr && !p->is_dir) creator = p->creator;
+  }
+  const bool sees_pending = SeesPending(&caller, creator);
   {
     std::lock_guard lock(mu_);
     Pending* p = FindPending(from_key);
+    if (p != nullptr && !p->is_dir && !sees_pending) p = nullptr;
     if (p != nullptr) {
       if (p->is_dir) return NotSupported(from_key + ": renaming folders is not supported");
-      ws = p->ws;
+      staging = p->staging;
       if (IsTemporaryName(new_name)) {
-        // One temporary name to another: nothing reaches the store.
+        // One temporary name to another: nothing reaches the store; open writers follow the file.
+        DetachWriters(to_key);
+        pending_.erase(to_key);
         pending_[to_key] = std::move(pending_[from_key]);
         pending_.erase(from_key);
-        MoveName(CurrentIno(parent, name), new_parent, new_name, to);
+        std::vector<uint64_t> moved;
+        auto range = writers_.equal_range(from_key);
+        for (auto it = range.first; it != range.second; ++it) moved.push_back(it->second);
+        writers_.erase(from_key);
+        for (uint64_t fh : moved) {
+          writers_.emplace(to_key, fh);
+          if (auto h = handles_.find(fh); h != handles_.end()) {
+            h->second->path = to;
+            h->second->parent = new_parent;
+            h->second->name = new_name;
+          }
+        }
+        table_.Move(table_.Current(parent, name), new_parent, new_name, to);
         return Status::Ok();
       }
     }
   }
-  if (!ws) {
+  Notes notes;
+  if (!staging) {
     Vanished vanished;
     RETURN_IF_ERROR(folder->Rename(Rest(from), Rest(to), &vanished));
     auto attr = StatPath(to);
     {
       std::lock_guard lock(mu_);
+      DetachWriters(to_key);
+      DetachWriters(from_key);
       // The kernel moved its dentry onto the renamed inode, and may ask it (readlink) before any
       // lookup: the inode now stands for `to`. If what `to` is differs from what the inode was, it
       // keeps the new path but loses the name, so the next lookup makes a fresh inode.
-      Node* n = MoveName(CurrentIno(parent, name), new_parent, new_name, to);
+      Node* n = table_.Move(table_.Current(parent, name), new_parent, new_name, to);
       if (n != nullptr && (!attr.ok() || attr->type != n->attr.type || !SameContent(n->attr, *attr))) {
-        DetachName(n->ino);
+        table_.Detach(n->ino);
+        notes.Entry(new_parent, new_name);
       } else if (n != nullptr) {
         n->attr = *attr;
       }
     }
-    InvalidateVanished({from[0]}, vanished);
-    InvalidateListings(to, /*wait=*/false);  // rename holds the folders' locks: queue, do not wait
+    ViewCreated(caller, to);
+    NoteVanished(from[0], vanished, notes);
+    NoteListings(to, notes);
+    Send(notes, {parent, new_parent});
     return Status::Ok();
   }
   // A staged file renamed onto a real name: this is its commit (rsync's .name.XXXXXX -> name).
   RETURN_IF_ERROR(folder->CheckWritable(Rest(to)));
-  Vanished vanished;
+  Status st;
   {
-    std::lock_guard wl(ws->mu);
-    RETURN_IF_ERROR(CommitState(to, *ws, &vanished));
-  }
-  // A file made on demand (a view, an export) would be regenerated just to stat it: its name is
-  // dropped instead (InvalidateVanished) and looked up afresh when next used.
-  const bool lazy = folder->MadeOnDemand(Rest(to));
-  NodeAttr attr;
-  if (!lazy) {
-    ASSIGN_OR_RETURN(attr, StatPath(to));
-  } else {
-    vanished.push_back(Rest(to));
-  }
-  {
+    std::lock_guard sl(staging->mu);
+    if (!staging->error.ok()) return staging->error;
     std::lock_guard lock(mu_);
+    // The file is committed under its new name: the kernel already moved its dentry to this inode.
+    DetachWriters(to_key);
+    pending_[to_key] = std::move(pending_[from_key]);
     pending_.erase(from_key);
-    Ino ino = CurrentIno(parent, name);
-    // The kernel moved its dentry onto this inode; it now stands for the committed bytes, which are
-    // the bytes it was written with (its pages were never cached: writes are direct I/O).
-    if (Node* n = MoveName(ino, new_parent, new_name, to)) {
-      n->pending = false;
-      if (!lazy && attr.type == NodeType::kFile) n->attr = attr;
-      // What was written became another kind of entry (weights/<name>: a link to the tensor's hash).
-      // The kernel must not see an inode change type: the name gets a fresh inode at the next lookup.
-      if (!lazy && attr.type != NodeType::kFile) vanished.push_back(Rest(to));
+    std::vector<uint64_t> moved;
+    auto range = writers_.equal_range(from_key);
+    for (auto it = range.first; it != range.second; ++it) moved.push_back(it->second);
+    writers_.erase(from_key);
+    for (uint64_t fh : moved) {
+      writers_.emplace(to_key, fh);
+      if (auto h = handles_.find(fh); h != handles_.end()) {
+        h->second->path = to;
+        h->second->parent = new_parent;
+        h->second->name = new_name;
+      }
     }
+    table_.Move(table_.Current(parent, name), new_parent, new_name, to);
   }
-  InvalidateVanished({from[0]}, vanished);
-  InvalidateListings(to, /*wait=*/false);  // rename holds the folders' locks: queue, do not wait
+  {
+    std::lock_guard sl(staging->mu);
+    bool adopt;
+    {
+      std::lock_guard lock(mu_);
+      adopt = writers_.count(to_key) == 0;  // rsync closes its temporary file before the rename
+    }
+    st = CommitStaging(to, new_parent, new_name, *staging, /*pending=*/true, adopt, Who(caller), notes);
+  }
+  if (!st.ok()) {
+    // Rejected (a bad file under a valid name): the temporary file is gone with it, as the store is
+    // unchanged; rsync reports the error and keeps its own copy.
+    Send(notes, {parent, new_parent});
+    return st;
+  }
+  ViewCreated(caller, to);
+  Send(notes, {parent, new_parent});
   return Status::Ok();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Listings
+
 Result<uint64_t> Core::OpenDir(Ino ino) {
   auto dh = std::make_shared<DirHandle>();
-  {
-    std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
-    if (n == nullptr) return NotFound("unknown inode");
-    if (n->attr.type != NodeType::kDir) return NotADirectory(JoinPath(n->path) + ": not a folder");
-    dh->path = n->path;
-  }
-  dh->ino = ino;
   std::lock_guard lock(mu_);
+  Node* n = table_.Find(ino);
+  if (n == nullptr) return NotFound("unknown inode");
+  if (n->attr.type != NodeType::kDir) return NotADirectory(JoinPath(n->path) + ": not a folder");
+  dh->path = n->path;
+  dh->ino = ino;
   uint64_t id = next_fh_++;
   dir_handles_[id] = std::move(dh);
   return id;
@@ -820,8 +1523,8 @@ Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Pa
   std::vector<std::pair<std::string, NodeAttr>> entries;
   if (path.empty()) {
     for (auto& f : folders_) {
-      auto a = f->Stat({});
-      if (a.ok()) entries.emplace_back(std::string(f->name()), *a);
+      ASSIGN_OR_RETURN(NodeAttr a, f->Stat({}));
+      entries.emplace_back(std::string(f->name()), a);
     }
     return entries;
   }
@@ -850,8 +1553,12 @@ Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Pa
     }
   }
   for (const Path& c : pending_children) {
-    auto a = StatPath(c);
-    if (!a.ok()) continue;
+    // Not a file being written: it exists for its creator alone, and the kernel shares listings
+    // between processes.
+    bool from_pending = false;
+    Caller nobody;
+    auto a = StatPath(c, &nobody, &from_pending);
+    if (!a.ok() || !from_pending) continue;
     auto same = std::find_if(entries.begin(), entries.end(),
                              [&](const auto& e) { return e.first == c.back(); });
     if (same == entries.end()) entries.emplace_back(c.back(), *a);
@@ -859,7 +1566,8 @@ Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Pa
   return entries;
 }
 
-Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh, uint64_t offset) {
+Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh, uint64_t offset,
+                                                                     bool plus) {
   std::shared_ptr<DirHandle> handle;
   {
     std::lock_guard lock(mu_);
@@ -879,25 +1587,24 @@ Result<std::vector<std::pair<std::string, EntryOut>>> Core::ReadDir(uint64_t dh,
   }
   std::lock_guard lock(mu_);
   DirHandle& d = *handle;
-  Node* dir = FindNode(d.ino);
+  Node* dir = table_.Find(d.ino);
   if (dir == nullptr) return NotFound("unknown inode");
+  const Path dir_path = dir->path;
   std::vector<std::pair<std::string, EntryOut>> out;
-  // Entries get their inode here; the caller confirms each one it sends with Remember().
   constexpr size_t kBatch = 512;
   for (uint64_t i = offset; i < d.entries.size() && out.size() < kBatch; ++i) {
     const auto& [name, attr] = d.entries[i];
-    Ino ino = CurrentIno(d.ino, name);
-    Node* n = ino ? FindNode(ino) : nullptr;
-    bool pending = FindPending(JoinPath(Child(dir->path, name))) != nullptr;
-    if (n == nullptr || n->pending != pending || !SameContent(n->attr, attr)) {
-      ino = AddNode(d.ino, name, Child(dir->path, name), attr);
-      n = FindNode(ino);
-      n->pending = pending;
-      if (pending) n->ws = FindPending(JoinPath(n->path))->ws;
-      d.created.push_back(ino);
+    // The reference readdirplus gives the kernel is taken here, under the same lock that finds the
+    // node, so that a FORGET can never drop it between the two.
+    const Path path = Child(dir_path, name);
+    const Pending* p = FindPending(JoinPath(path));
+    const bool pending = p != nullptr && (p->is_dir ? attr.type == NodeType::kDir : !p->creator.known());
+    Node* n = Remember(d.ino, name, path, attr, pending);
+    if (!plus) {
+      n->nlookup--;
+      d.created.push_back(n->ino);
     }
-    n->attr = attr;
-    out.emplace_back(name, MakeEntry(ino, attr));
+    out.emplace_back(name, MakeEntry(*n));
   }
   return out;
 }
@@ -906,324 +1613,12 @@ void Core::ReleaseDir(uint64_t dh) {
   std::lock_guard lock(mu_);
   auto it = dir_handles_.find(dh);
   if (it == dir_handles_.end()) return;
-  // Nodes made for entries the kernel never took (nlookup 0) are dropped here.
-  for (Ino ino : it->second->created) {
-    Node* n = FindNode(ino);
-    if (n != nullptr && n->nlookup == 0 && n->open_writers == 0) {
-      DetachName(ino);
-      EraseNode(ino);
-    }
-  }
+  for (Ino ino : it->second->created) table_.EraseIfUnused(ino);
   dir_handles_.erase(it);
 }
 
-Result<OpenOut> Core::Open(Ino ino, int flags) {
-  Path path;
-  std::shared_ptr<WriteState> ws;
-  bool pending;
-  NodeAttr attr;
-  const bool write = (flags & O_ACCMODE) != O_RDONLY;
-  {
-    std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
-    if (n == nullptr) return NotFound("unknown inode");
-    if (n->attr.type == NodeType::kDir) return IsADirectory(JoinPath(n->path) + ": is a folder");
-    path = n->path;
-    pending = n->pending;
-    attr = n->attr;
-    ws = n->ws;
-  }
-  auto h = std::make_shared<Handle>();
-  h->ino = ino;
-  h->write = write;
-  OpenOut out;
-  if (write) {
-    if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
-    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    if (!pending) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
-    std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
-    if (n == nullptr) return NotFound("unknown inode");
-    if (!n->ws) {
-      n->ws = std::make_shared<WriteState>();
-      n->ws->folder_staging_dir = folder->staging_dir();
-    }
-    n->open_writers++;
-    h->ws = n->ws;
-    out.direct_io = true;  // writes bypass the page cache that readers of this inode share
-  } else if (pending) {
-    h->ws = ws;
-    out.direct_io = true;
-  } else {
-    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    ASSIGN_OR_RETURN(NodeAttr now, folder->Stat(Rest(path)));
-    ASSIGN_OR_RETURN(FileContent content, folder->Open(Rest(path)));
-    h->content = std::make_shared<FileContent>(std::move(content));
-    if (SameContent(now, attr)) {
-      out.keep_cache = true;  // this inode's bytes never change
-    } else {
-      out.direct_io = true;  // changed since the kernel looked it up: do not fill its cache
-    }
-  }
-  if (write && (flags & O_TRUNC)) {
-    std::lock_guard wl(h->ws->mu);
-    RETURN_IF_ERROR(EnsureStaged(path, *h->ws, true));
-    if (ftruncate(h->ws->staged->fd(), 0) != 0) return ErrnoError("truncate", errno);
-    h->ws->dirty = true;
-  }
-  std::lock_guard lock(mu_);
-  out.fh = next_fh_++;
-  handles_[out.fh] = std::move(h);
-  return out;
-}
-
-Result<std::pair<EntryOut, OpenOut>> Core::Create(Ino parent, const std::string& name, mode_t mode,
-                                                  int flags) {
-  ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
-  if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
-  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": files cannot be created here");
-  if (StatPath(path).ok()) {
-    if (flags & O_EXCL) return AlreadyExists(JoinPath(path) + ": exists");
-    ASSIGN_OR_RETURN(EntryOut e, Lookup(parent, name));
-    ASSIGN_OR_RETURN(OpenOut o, Open(e.attr.st_ino, flags | O_TRUNC));
-    return std::make_pair(e, o);
-  }
-  if (!IsTemporaryName(name)) RETURN_IF_ERROR(folder->CheckWritable(Rest(path)));
-  auto p = std::make_unique<Pending>();
-  p->ws = std::make_shared<WriteState>();
-  p->ws->folder_staging_dir = folder->staging_dir();
-  ASSIGN_OR_RETURN(p->ws->staged, StagedFile::Create(folder->staging_dir()));
-  p->ws->dirty = true;  // a created file is a change even when nothing is written into it
-  p->mode = mode & 07777;
-  p->uid = options_.uid;
-  p->gid = options_.gid;
-  p->mtime = Now();
-  {
-    std::lock_guard lock(mu_);
-    pending_[JoinPath(path)] = std::move(p);
-  }
-  ASSIGN_OR_RETURN(EntryOut e, Lookup(parent, name));
-  ASSIGN_OR_RETURN(OpenOut o, Open(e.attr.st_ino, flags & ~O_TRUNC));
-  return std::make_pair(e, o);
-}
-
-Result<ReadOut> Core::Read(uint64_t fh, off_t offset, size_t size) {
-  std::shared_ptr<Handle> h;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return InvalidArgument("unknown file handle");
-    h = it->second;
-  }
-  ReadOut out;
-  if (h->content) {
-    uint64_t end = h->content->size;
-    if (static_cast<uint64_t>(offset) >= end) return out;
-    out.fd = h->content->fd.get();
-    out.offset = offset;
-    out.length = static_cast<size_t>(std::min<uint64_t>(size, end - offset));
-    out.keep_alive = h->content;
-    return out;
-  }
-  // Reading a staged file (O_RDWR, or a temporary file): copy out under its lock, since a later
-  // write may replace the staged file.
-  std::lock_guard wl(h->ws->mu);
-  int fd = -1;
-  std::optional<FileContent> committed;
-  if (h->ws->staged) {
-    fd = h->ws->staged->fd();
-  } else {
-    Path path;
-    {
-      std::lock_guard lock(mu_);
-      Node* n = FindNode(h->ino);
-      if (n == nullptr) return NotFound("unknown inode");
-      path = n->path;
-    }
-    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-    ASSIGN_OR_RETURN(FileContent c, folder->Open(Rest(path)));
-    committed = std::move(c);
-    fd = committed->fd.get();
-  }
-  auto buf = std::make_shared<std::string>(size, '\0');
-  ASSIGN_OR_RETURN(size_t n, PreadFull(fd, buf->data(), size, offset));
-  buf->resize(n);
-  out.data = buf;
-  out.length = n;
-  return out;
-}
-
-Result<size_t> Core::Write(uint64_t fh, off_t offset, const char* data, size_t size) {
-  return WriteWith(fh, offset, [&](int fd, off_t off) -> Result<size_t> {
-    RETURN_IF_ERROR(PwriteFull(fd, data, size, off));
-    return size;
-  });
-}
-
-Result<size_t> Core::WriteWith(uint64_t fh, off_t offset, const PutFn& put) {
-  std::shared_ptr<Handle> h;
-  Path path;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return InvalidArgument("unknown file handle");
-    h = it->second;
-    Node* n = FindNode(h->ino);
-    if (n != nullptr) path = n->path;
-  }
-  if (!h->write) return InvalidArgument("file not open for writing");
-  std::lock_guard wl(h->ws->mu);
-  RETURN_IF_ERROR(EnsureStaged(path, *h->ws, false));
-  ASSIGN_OR_RETURN(size_t written, put(h->ws->staged->fd(), offset));
-  h->ws->dirty = true;
-  h->writes++;
-  return written;
-}
-
-Status Core::Flush(uint64_t fh) {
-  return FlushHandle(fh, /*at_release=*/false);
-}
-
-Status Core::FlushHandle(uint64_t fh, bool at_release) {
-  std::shared_ptr<Handle> h;
-  Path path;
-  Ino parent = 0;
-  std::string name;
-  bool pending = false;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return InvalidArgument("unknown file handle");
-    h = it->second;
-    if (!h->write) return Status::Ok();
-    // `cmd > file` opens, dup2s and closes the first descriptor before any byte is written: that
-    // flush must not commit an empty version. A handle that wrote nothing commits at release, which
-    // the kernel sends after close() returns; unless a time was set on it (`touch`, `cp -p` of an
-    // empty file), which no redirection does: then close() returns after the commit, as it does
-    // after writes.
-    if (!at_release && h->writes == 0) {
-      std::lock_guard wl(h->ws->mu);  // lock order: mu_ before WriteState::mu
-      if (!h->ws->mtime) return Status::Ok();
-    }
-    Node* n = FindNode(h->ino);
-    if (n == nullptr) return NotFound("unknown inode");
-    path = n->path;
-    parent = n->parent;
-    name = n->name;
-    pending = n->pending;
-  }
-  if (pending && IsTemporaryName(name)) return Status::Ok();  // commits when renamed
-  Vanished vanished;
-  Status st;
-  bool changed = false;
-  {
-    std::lock_guard wl(h->ws->mu);
-    if (!h->ws->dirty) return Status::Ok();
-    const bool had_staged = h->ws->staged && !h->ws->staged->consumed();
-    st = CommitState(path, *h->ws, &vanished);
-    if (!st.ok()) {
-      // Rejected: the store is as before, and so are later reads; the staged bytes are dropped.
-      h->ws->staged.reset();
-      h->ws->dirty = false;
-    }
-    changed = st.ok() && had_staged;
-  }
-  if (!st.ok()) {
-    if (pending) {
-      std::lock_guard lock(mu_);
-      pending_.erase(JoinPath(path));
-      DetachName(CurrentIno(parent, name));
-    }
-    if (pending && invalidator_) invalidator_->InvalidateEntry(parent, name, false);
-    return st;
-  }
-  if (!changed) return Status::Ok();
-  // (See Rename: folders whose commits change everything are not regenerated just to be stat'ed.)
-  auto folder = FolderOf(path);
-  const bool lazy = folder.ok() && (*folder)->MadeOnDemand(Rest(path));
-  Result<NodeAttr> attr = lazy ? Result<NodeAttr>(NotFound("not looked up")) : StatPath(path);
-  {
-    std::lock_guard lock(mu_);
-    Node* n = FindNode(h->ino);
-    if (pending) {
-      // A new file: its inode becomes the committed file (its pages were never cached).
-      pending_.erase(JoinPath(path));
-      if (n != nullptr) {
-        n->pending = false;
-        if (attr.ok() && attr->type == NodeType::kFile) n->attr = *attr;
-        // Became another kind of entry (a link): fresh inode at the next lookup (see Rename).
-        if (attr.ok() && attr->type != NodeType::kFile) vanished.push_back(Rest(path));
-      }
-    }
-    // A committed file got new bytes: the name moves to a new inode at the next lookup; readers of the
-    // old inode keep their snapshot and its cached pages.
-    else if (n != nullptr && attr.ok() && !SameContent(n->attr, *attr)) DetachName(h->ino);
-  }
-  // Flush is not among the requests that hold the parent's lock, so waiting here is safe, and it
-  // means the next open after close() sees the new bytes.
-  if (invalidator_ && !pending) invalidator_->InvalidateEntry(parent, name, /*wait=*/true);
-  InvalidateVanished({path[0]}, vanished);
-  InvalidateListings(path, /*wait=*/true);
-  return Status::Ok();
-}
-
-void Core::Release(uint64_t fh) {
-  std::shared_ptr<Handle> h;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return;
-    h = it->second;
-  }
-  if (h->write) {
-    bool dirty;
-    {
-      std::lock_guard wl(h->ws->mu);
-      dirty = h->ws->dirty;
-    }
-    // What no flush committed (a truncation alone, writes through a shared mapping) commits now; the
-    // close has returned already, so an error can only be logged.
-    if (dirty) {
-      Status st = FlushHandle(fh, /*at_release=*/true);
-      if (!st.ok()) LogError("commit at release: " + st.message());
-    }
-  }
-  std::lock_guard lock(mu_);
-  handles_.erase(fh);
-  if (!h->write) return;
-  Node* n = FindNode(h->ino);
-  if (n == nullptr) return;
-  if (--n->open_writers == 0 && !n->pending) n->ws.reset();
-  if (n->nlookup == 0 && n->open_writers == 0) {
-    DetachName(n->ino);
-    EraseNode(n->ino);
-  }
-}
-
-Status Core::Fsync(uint64_t fh, bool datasync) {
-  std::shared_ptr<Handle> h;
-  Path path;
-  {
-    std::lock_guard lock(mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return InvalidArgument("unknown file handle");
-    h = it->second;
-    Node* n = FindNode(h->ino);
-    if (n != nullptr) path = n->path;
-  }
-  if (h->ws) {
-    std::lock_guard wl(h->ws->mu);
-    if (h->ws->staged && !h->ws->staged->consumed()) {
-      int rc = datasync ? fdatasync(h->ws->staged->fd()) : fsync(h->ws->staged->fd());
-      if (rc != 0) return ErrnoError("fsync of staged file", errno);
-      h->ws->durable = true;  // the commit at close will be durable too
-      return Status::Ok();
-    }
-  }
-  ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  return folder->Sync();
-}
+// ---------------------------------------------------------------------------------------------
+// Extended attributes
 
 // Only user.* attributes exist here. Other namespaces (security.selinux, system.posix_acl_*) answer
 // ENOTSUP rather than ENODATA: tools such as ls -l then stop asking for the rest of the filesystem,
@@ -1236,11 +1631,13 @@ Result<std::string> Core::GetXattr(Ino ino, const std::string& name) {
   Path path;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     // The daemon's own state, on the mount's root: how many inodes it holds for the kernel.
-    if (ino == kRootIno && name == kInodesXattr) return std::to_string(nodes_.size());
-    if (n->pending || n->path.empty()) return NotFound("no such attribute");
+    if (ino == kRootIno && name == kInodesXattr) return std::to_string(table_.size());
+    if (n->kind == NodeKind::kPending || n->kind == NodeKind::kWriter || n->path.empty()) {
+      return NotFound("no such attribute");
+    }
     path = n->path;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
@@ -1255,10 +1652,12 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
   Path path;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     if (ino == kRootIno) return std::vector<std::string>{kInodesXattr};
-    if (n->pending || n->path.empty()) return std::vector<std::string>{};
+    if (n->kind == NodeKind::kPending || n->kind == NodeKind::kWriter || n->path.empty()) {
+      return std::vector<std::string>{};
+    }
     path = n->path;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
@@ -1274,23 +1673,22 @@ Status Core::SetXattr(Ino ino, const std::string& name, std::string_view value) 
     return NotSupported("extended attribute " + name + ": only user.modelfs.* exist here");
   }
   Path path;
-  std::shared_ptr<WriteState> ws;
+  std::shared_ptr<Staging> staging;
   {
     std::lock_guard lock(mu_);
-    Node* n = FindNode(ino);
+    Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
     if (n->path.size() < 2) return Status::Ok();  // the mount's own folders: nothing stored
-    // A file being written keeps them for its commit (rsync -X sets them before the rename).
-    if (n->ws && (n->pending || n->open_writers > 0)) {
-      ws = n->ws;
-    } else if (n->pending) {
-      return Status::Ok();
+    if (n->kind == NodeKind::kPending || n->kind == NodeKind::kWriter) {
+      staging = n->staging;
+      if (!staging) return Status::Ok();
     }
     path = n->path;
   }
-  if (ws) {
-    std::lock_guard wl(ws->mu);
-    ws->xattrs[name] = std::string(value);
+  if (staging) {
+    // A file being written keeps them for its commit (rsync -X sets them before the rename).
+    std::lock_guard sl(staging->mu);
+    staging->xattrs[name] = std::string(value);
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));

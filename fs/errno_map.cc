@@ -18,10 +18,22 @@ int ToErrno(const Status& status) {
     case StatusCode::kNotEmpty: return ENOTEMPTY;
     case StatusCode::kTooLarge: return EFBIG;
     case StatusCode::kNameTooLong: return ENAMETOOLONG;
-    case StatusCode::kIOError: return EIO;
+    // The OS's own errno where it tells the caller something it can act on (a full disk, a quota,
+    // a permission, a read-only filesystem underneath); every other failure is an I/O error. ENOENT
+    // and friends are not passed on: a missing store file is not "no such file" for the caller.
+    case StatusCode::kIOError:
+      switch (status.sys_errno()) {
+        case ENOSPC: case EDQUOT: case EACCES: case EPERM: case EROFS: case EFBIG: case EMFILE:
+        case ENFILE: case ENOMEM: case EOVERFLOW:
+          return status.sys_errno();
+        default:
+          return EIO;
+      }
     case StatusCode::kCorruption: return EIO;
     case StatusCode::kNotADirectory: return ENOTDIR;
     case StatusCode::kIsADirectory: return EISDIR;
+    // The kernel retries an open that gets ESTALE once, looking every name up afresh (see Core::Open).
+    case StatusCode::kStale: return ESTALE;
   }
   return EIO;
 }

@@ -45,6 +45,7 @@ struct NodeAttr {
   // Changes exactly when the bytes a read returns change. The core gives each (path, version) its own
   // inode, so the kernel may cache a file's pages for as long as the inode lives.
   uint64_t version = 0;
+  timespec ctime{};  // last status change; zero: the same as mtime
   // A directory that has only a provisional existence (see MkdirOutcome::kProvisional) is a core
   // concept; folders leave this false.
 };
@@ -143,6 +144,24 @@ class Folder {
   // True when any commit may change every file of the folder (views of one store, such as dumps):
   // the core then drops the kernel's entries for all of the folder's files after each commit.
   virtual bool CommitsChangeEverything() const { return false; }
+  // True for an entry the store keeps while its folder exists (models/<id>/meta, a neuron's .vec,
+  // views, links in listings). Remove of one changes it (clears it) or nothing and succeeds; the core
+  // then hides it from the process that removed it until that process creates it again, which is how
+  // tar -x replaces a file (it unlinks after EEXIST and creates again).
+  virtual bool IsAutomatic(const Path& p) const {
+    (void)p;
+    return false;
+  }
+  // True for a folder that a successful MakeDir fills with entries of the store's own (models/<id>:
+  // meta, layers/, history/). The process that made it does not see them until it creates them, so
+  // that cp -a and tar -x, which create every entry below a folder they made, succeed.
+  virtual bool MakeDirFillsIt(const Path& p) const {
+    (void)p;
+    return false;
+  }
+  // Files that any change in this folder alters (a whole-graph export), in the Vanished form
+  // {"/", "<folder>", ...}: the core drops their cached attributes after every change.
+  virtual Vanished Derived() const { return {}; }
   // True for a file whose stat makes it (a view generated on demand, such as a whole-graph export):
   // the core does not stat it right after a commit to it, it lets the next lookup do so.
   virtual bool MadeOnDemand(const Path& p) const {

@@ -23,83 +23,43 @@
 namespace modelfs::fs {
 namespace {
 
-// Drops kernel dentries. Queued requests are sent from a thread of their own, because a request
-// handler that holds a directory lock in the kernel must not wait for an invalidation of that directory.
-class FuseInvalidator : public EntryInvalidator {
+// Sends the core's notifications to the kernel; called from the core's invalidation thread only
+// (invalidation.h says why never from a request thread).
+class FuseKernelCache : public KernelCache {
  public:
-  explicit FuseInvalidator(fuse_session* se) : se_(se), worker_([this] { Run(); }) {}
-  ~FuseInvalidator() override {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    worker_.join();
-  }
-  void InvalidateEntry(Ino parent, const std::string& name, bool wait) override {
-    if (wait) {
-      Send(parent, name);
-      return;
-    }
-    {
-      std::lock_guard lock(mu_);
-      queue_.emplace_back(parent, name);
-    }
-    cv_.notify_one();
-  }
-  void InvalidateInode(Ino ino, bool wait) override {
-    if (wait) {
-      SendInode(ino);
-      return;
-    }
-    {
-      std::lock_guard lock(mu_);
-      queue_.emplace_back(ino, std::string());  // an empty name stands for the inode itself
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void SendInode(Ino ino) {
-    int rc = fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-    if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN) {
-      LogError("invalidate inode " + std::to_string(ino) + ": " + strerror(-rc));
-    }
-  }
-  void Send(Ino parent, const std::string& name) {
-    if (name.empty()) return SendInode(parent);
+  explicit FuseKernelCache(fuse_session* se) : se_(se) {}
+  void ForgetEntry(Ino parent, const std::string& name) override {
     // -ENOENT (the kernel had no such entry) is the common, harmless case.
     int rc = fuse_lowlevel_notify_inval_entry(se_, parent, name.data(), name.size());
     if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN) {
       LogError("invalidate entry " + name + ": " + strerror(-rc));
     }
   }
-  void Run() {
-    std::unique_lock lock(mu_);
-    while (true) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty() && stop_) return;
-      auto [parent, name] = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      Send(parent, name);
-      lock.lock();
+  void ForgetAttributes(Ino ino, bool listing) override {
+    // A file's pages are never invalidated: its bytes never change under its inode, and dropping
+    // pages would wait for page locks held by reads in flight. A folder's cached listing is its pages.
+    int rc = fuse_lowlevel_notify_inval_inode(se_, ino, listing ? 0 : -1, 0);
+    if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN) {
+      LogError("invalidate inode " + std::to_string(ino) + ": " + strerror(-rc));
     }
   }
+
+ private:
   fuse_session* se_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<Ino, std::string>> queue_;  // (mu_)
-  bool stop_ = false;                               // (mu_)
-  std::thread worker_;
 };
 
 Core& C(fuse_req_t req) { return *static_cast<Core*>(fuse_req_userdata(req)); }
 
+Caller From(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx != nullptr ? ctx->pid : 0};
+}
+
 // Replies with the errno for st; logs one line for failures that are not plain "no such entry".
 void ReplyError(fuse_req_t req, const char* op, const Status& st) {
   int err = ToErrno(st);
-  if (err != ENOENT && err != ENODATA) LogError(std::string(op) + ": " + st.message());
+  // ESTALE asks the kernel to look a name up again (Core::Open): part of normal operation.
+  if (err != ENOENT && err != ENODATA && err != ESTALE) LogError(std::string(op) + ": " + st.message());
   fuse_reply_err(req, err);
 }
 
@@ -118,9 +78,9 @@ void OnInit(void* userdata, fuse_conn_info* conn) noexcept {
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_SPLICE_READ) conn->want |= FUSE_CAP_SPLICE_READ;
-  // O_TRUNC arrives as a truncate after open, which the core answers with the committed size so that
-  // readers of the inode keep their snapshot until the writer's commit.
-  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // O_TRUNC comes with the open (one request less): a writer has an inode of its own (Core::Open),
+  // so the kernel may drop that inode's cached pages and size at once.
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   // Inodes are immutable per content version; there is nothing for the kernel to notice by itself.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
   if (conn->capable & FUSE_CAP_READDIRPLUS) {
@@ -140,7 +100,7 @@ void OnDestroy(void* userdata) noexcept {
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  auto r = C(req).Lookup(parent, name);
+  auto r = C(req).Lookup(From(req), parent, name);
   if (!r.ok()) return ReplyError(req, "lookup", r.status());
   fuse_entry_param e = ToEntry(*r);
   fuse_reply_entry(req, &e);
@@ -177,7 +137,7 @@ void OnSetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
     in.mtime = attr->st_mtim;
   }
   if (fi != nullptr) in.fh = fi->fh;
-  auto r = C(req).SetAttr(ino, in);
+  auto r = C(req).SetAttr(From(req), ino, in);
   if (!r.ok()) return ReplyError(req, "setattr", r.status());
   fuse_reply_attr(req, &r->attr, r->attr_timeout);
 }
@@ -189,7 +149,7 @@ void OnReadLink(fuse_req_t req, fuse_ino_t ino) noexcept {
 }
 
 void OnSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
-  auto r = C(req).Symlink(parent, name, link);
+  auto r = C(req).Symlink(From(req), parent, name, link);
   if (!r.ok()) return ReplyError(req, "symlink", r.status());
   fuse_entry_param e = ToEntry(*r);
   fuse_reply_entry(req, &e);
@@ -197,27 +157,38 @@ void OnSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* 
 
 void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
   (void)mode;
-  auto r = C(req).MakeDir(parent, name);
+  auto r = C(req).MakeDir(From(req), parent, name);
   if (!r.ok()) return ReplyError(req, "mkdir", r.status());
   fuse_entry_param e = ToEntry(*r);
   fuse_reply_entry(req, &e);
 }
 
 void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Status st = C(req).Unlink(parent, name);
+  Status st = C(req).Unlink(From(req), parent, name);
   if (!st.ok()) return ReplyError(req, "unlink", st);
   fuse_reply_err(req, 0);
 }
 
 void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Status st = C(req).RemoveDir(parent, name);
+  Status st = C(req).RemoveDir(From(req), parent, name);
   if (!st.ok()) return ReplyError(req, "rmdir", st);
   fuse_reply_err(req, 0);
 }
 
+void OnMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
+  (void)rdev;
+  Status st = C(req).MakeSpecial(parent, name, mode);
+  ReplyError(req, "mknod", st.ok() ? PermissionDenied(std::string(name) + ": not supported") : st);
+}
+
+void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
+  Status st = C(req).HardLink(ino, newparent, newname);
+  ReplyError(req, "link", st.ok() ? PermissionDenied(std::string(newname) + ": not supported") : st);
+}
+
 void OnRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
               const char* newname, unsigned int flags) noexcept {
-  Status st = C(req).Rename(parent, name, newparent, newname, flags);
+  Status st = C(req).Rename(From(req), parent, name, newparent, newname, flags);
   if (!st.ok()) return ReplyError(req, "rename", st);
   fuse_reply_err(req, 0);
 }
@@ -229,7 +200,7 @@ void ApplyOpen(fuse_file_info* fi, const OpenOut& o) {
 }
 
 void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  auto r = C(req).Open(ino, fi->flags);
+  auto r = C(req).Open(From(req), ino, fi->flags);
   if (!r.ok()) return ReplyError(req, "open", r.status());
   ApplyOpen(fi, *r);
   // A read-only handle has nothing to commit: no FLUSH round trip at each close().
@@ -238,7 +209,7 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 }
 
 void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) noexcept {
-  auto r = C(req).Create(parent, name, mode, fi->flags);
+  auto r = C(req).Create(From(req), parent, name, mode, fi->flags);
   if (!r.ok()) return ReplyError(req, "create", r.status());
   ApplyOpen(fi, r->second);
   fuse_entry_param e = ToEntry(r->first);
@@ -281,9 +252,8 @@ void OnWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse
 
 void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
-  Status st = C(req).Flush(fi->fh);
-  if (!st.ok()) return ReplyError(req, "close", st);
-  fuse_reply_err(req, 0);
+  // A rejected file is logged once by the core when it is rejected; every later close repeats the errno.
+  fuse_reply_err(req, ToErrno(C(req).Flush(From(req), fi->fh)));
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -294,9 +264,7 @@ void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
   (void)ino;
-  Status st = C(req).Fsync(fi->fh, datasync != 0);
-  if (!st.ok()) return ReplyError(req, "fsync", st);
-  fuse_reply_err(req, 0);
+  fuse_reply_err(req, ToErrno(C(req).Fsync(fi->fh, datasync != 0)));
 }
 
 void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
@@ -335,23 +303,24 @@ void ReadDirCommon(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
   }
   uint64_t index = off < 2 ? 0 : static_cast<uint64_t>(off - 2);
   while (used < size) {
-    auto r = C(req).ReadDir(fi->fh, index);
+    auto r = C(req).ReadDir(fi->fh, index, plus);
     if (!r.ok()) return ReplyError(req, "readdir", r.status());
     if (r->empty()) break;
     bool full = false;
     for (auto& [name, entry] : *r) {
       const off_t next = static_cast<off_t>(index + 3);
-      // Ask the size first: an entry that does not fit is not sent and takes no reference.
-      size_t need = plus ? fuse_add_direntry_plus(req, nullptr, 0, name.c_str(), nullptr, next)
-                         : fuse_add_direntry(req, nullptr, 0, name.c_str(), nullptr, next);
+      // Ask the size first: an entry that does not fit is not sent, and gives its reference back.
+      size_t need = full ? size + 1
+                    : plus ? fuse_add_direntry_plus(req, nullptr, 0, name.c_str(), nullptr, next)
+                           : fuse_add_direntry(req, nullptr, 0, name.c_str(), nullptr, next);
       if (need > size - used) {
         full = true;
-        break;
+        if (plus) C(req).Forget(entry.attr.st_ino, 1);
+        continue;
       }
       if (plus) {
         fuse_entry_param e = ToEntry(entry);
         fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, next);
-        C(req).Remember(e.ino);
       } else {
         fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &entry.attr, next);
       }
@@ -461,6 +430,8 @@ fuse_lowlevel_ops MakeOps() {
   ops.setattr = OnSetAttr;
   ops.readlink = OnReadLink;
   ops.symlink = OnSymlink;
+  ops.mknod = OnMknod;
+  ops.link = OnLink;
   ops.mkdir = OnMkdir;
   ops.unlink = OnUnlink;
   ops.rmdir = OnRmdir;
@@ -519,8 +490,8 @@ Status ServeMount(Core& core, const MountOptions& options,
   }
   int rc;
   {
-    FuseInvalidator invalidator(se);
-    core.SetInvalidator(&invalidator);
+    FuseKernelCache kernel(se);
+    core.SetKernelCache(&kernel);
     // Ready means a request has gone through: stat() of the root waits for the kernel to finish INIT
     // (served by the loop below). Readahead is set after INIT, which would otherwise lower it again.
     std::thread confirm([&] {
@@ -540,7 +511,7 @@ Status ServeMount(Core& core, const MountOptions& options,
     rc = fuse_session_loop_mt(se, config);
     confirm.join();
     fuse_loop_cfg_destroy(config);
-    core.SetInvalidator(nullptr);
+    core.SetKernelCache(nullptr);  // sends what is still queued first
   }
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

@@ -12,7 +12,9 @@ namespace modelfs::fs {
 struct MountOptions {
   std::string mountpoint;
   std::vector<std::string> fuse_options;  // passed as -o to libfuse (ro, allow_other, fsname=...)
-  int max_threads = 16;
+  // Requests served at once. Generous: a request may wait (bounded) for the kernel to drop a cache
+  // entry, and the request holding the lock that notification needs must still find a thread.
+  int max_threads = 64;
   // Kernel readahead for the mount (KiB). FUSE mounts start at 128 KiB, which halves first-read
   // throughput of large files; 0 leaves the kernel's value. Needs root (sysfs); otherwise logged.
   unsigned readahead_kb = 1024;

@@ -1,5 +1,7 @@
 #include "stores/common/sqlite_db.h"
 
+#include <cerrno>
+
 namespace modelfs {
 
 Status SqliteError(sqlite3* db, int rc, std::string_view what) {
@@ -25,6 +27,17 @@ Status SqliteError(sqlite3* db, int rc, std::string_view what) {
       return ReadOnly(std::move(m));
     case SQLITE_TOOBIG:
       return TooLarge(std::move(m));
+    // Errors of the OS underneath keep their errno: a full disk stays ENOSPC for the caller.
+    case SQLITE_FULL:
+      return Status(StatusCode::kIOError, std::move(m), ENOSPC);
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return Status(StatusCode::kIOError, std::move(m), EACCES);
+    case SQLITE_NOMEM:
+      return Status(StatusCode::kIOError, std::move(m), ENOMEM);
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+      return Status(StatusCode::kIOError, std::move(m), db != nullptr ? sqlite3_system_errno(db) : 0);
     default:
       return IOError(std::move(m));
   }

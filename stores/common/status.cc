@@ -35,6 +35,8 @@ std::string_view CodeName(StatusCode code) {
       return "IsADirectory";
     case StatusCode::kNameTooLong:
       return "NameTooLong";
+    case StatusCode::kStale:
+      return "Stale";
   }
   return "Unknown";
 }
@@ -57,7 +59,15 @@ Status ErrnoError(std::string_view what, int err) {
   std::string m(what);
   m += ": ";
   m += text;
-  return IOError(std::move(m));
+  return Status(StatusCode::kIOError, std::move(m), err);
+}
+
+Status Status::Annotate(std::string_view context) const {
+  if (ok()) return *this;
+  std::string m(context);
+  m += ": ";
+  m += message_;
+  return Status(code_, std::move(m), sys_errno_);
 }
 
 }  // namespace modelfs

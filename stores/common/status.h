@@ -28,17 +28,26 @@ enum class StatusCode : uint8_t {
   kNotADirectory,
   kIsADirectory,
   kNameTooLong,      // a name over 255 bytes
+  kStale,            // the thing named was replaced meanwhile: look it up again (ESTALE)
 };
 
 class [[nodiscard]] Status {
  public:
   Status() = default;
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  // An error from the OS (or a library reporting one): the errno is kept, so that the fs layer can
+  // return it unchanged where it keeps its meaning (ENOSPC, EDQUOT, EACCES, ...).
+  Status(StatusCode code, std::string message, int sys_errno)
+      : code_(code), message_(std::move(message)), sys_errno_(sys_errno) {}
 
   static Status Ok() { return Status(); }
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }
+  // The OS errno behind this error, or 0.
+  int sys_errno() const { return sys_errno_; }
+  // The same error (code and errno) with `context` and ": " in front of its message.
+  Status Annotate(std::string_view context) const;
   std::string ToString() const;
   // Marks a deliberately ignored error as such at the call site.
   void IgnoreError() const {}
@@ -46,6 +55,7 @@ class [[nodiscard]] Status {
  private:
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
+  int sys_errno_ = 0;
 };
 
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
@@ -61,7 +71,8 @@ inline Status Corruption(std::string m) { return {StatusCode::kCorruption, std::
 inline Status NotADirectory(std::string m) { return {StatusCode::kNotADirectory, std::move(m)}; }
 inline Status IsADirectory(std::string m) { return {StatusCode::kIsADirectory, std::move(m)}; }
 inline Status NameTooLong(std::string m) { return {StatusCode::kNameTooLong, std::move(m)}; }
-// An IOError carrying strerror(err) after `what`.
+inline Status Stale(std::string m) { return {StatusCode::kStale, std::move(m)}; }
+// An IOError carrying strerror(err) after `what`, and err itself (Status::sys_errno).
 Status ErrnoError(std::string_view what, int err);
 
 // A value or the Status saying why there is none.

@@ -259,7 +259,7 @@ class ModelStore::Impl {
       txn.Rollback()
           .IgnoreError();  // a rollback error leaves nothing to do: the next Open() repairs
       Status undo = moves.Undo();
-      if (!undo.ok()) return Status(st.code(), st.message() + "; and undoing: " + undo.message());
+      if (!undo.ok()) return Status(st.code(), st.message() + "; and undoing: " + undo.message(), st.sys_errno());
       return st;
     }
     if (!durable) {

@@ -221,7 +221,7 @@ std::string BackupStamp(int64_t ns) {
 
 Status WithContext(std::string_view what, const Status& st) {
   if (st.ok()) return st;
-  return Status(st.code(), std::string(what) + ": " + st.message());
+  return st.Annotate(what);
 }
 
 // A path as the file name of a SQLite URI ("file:<path>?..."): '%', '?' and '#' are escaped.

@@ -60,7 +60,7 @@ void LogWarning(const std::string& message) { LogStoreWarning("timeseries", mess
 std::string Describe(std::string_view id) { return QuoteName("timeseries id", id); }
 
 Status WithContext(const std::string& what, const Status& st) {
-  return Status(st.code(), what + ": " + st.message());
+  return st.Annotate(what);
 }
 
 Status NoSuchSeries(std::string_view id) { return NotFound(Describe(id) + ": no such series"); }
@@ -442,7 +442,7 @@ class TimeSeriesStore::Impl {
       // A file that cannot be moved back is an orphan until the next Open(); the staged file is
       // lost, and the caller learns so.
       if (!back.ok()) {
-        return Status(failed.code(), failed.message() + "; and undoing: " + back.message());
+        return Status(failed.code(), failed.message() + "; and undoing: " + back.message(), failed.sys_errno());
       }
       return failed;
     };

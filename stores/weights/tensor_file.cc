@@ -360,7 +360,7 @@ Status CheckNoNul(std::string_view what, std::string_view value) {
 
 Status WithPrefix(const std::string& prefix, const Status& st) {
   if (st.ok()) return st;
-  return Status(st.code(), prefix + st.message());
+  return Status(st.code(), prefix + st.message(), st.sys_errno());
 }
 
 // A free list of chunk-sized buffers: the pipeline reuses a handful instead of allocating (and
@@ -1193,7 +1193,7 @@ Status TensorFileReader::Impl::Open() {
     // Everything wrong inside a file that HDF5 opened is a damaged or foreign file.
     const StatusCode code =
         s.code() == StatusCode::kNotSupported ? s.code() : StatusCode::kCorruption;
-    return Status(code, prefix + s.message());
+    return Status(code, prefix + s.message(), s.sys_errno());
   }
   scratch_ = std::make_unique<Scratch>(info_.codec);
   return Status::Ok();

@@ -75,7 +75,7 @@ constexpr char kCodecKey[] = "codec";
 void LogWarning(const std::string& message) { LogStoreWarning("weight", message); }
 
 Status WithContext(const std::string& what, const Status& st) {
-  return Status(st.code(), what + ": " + st.message());
+  return st.Annotate(what);
 }
 
 int64_t NowNanos() {
