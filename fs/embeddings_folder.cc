@@ -264,7 +264,10 @@ Status EmbeddingsFolder::Commit(const Path& p, StagedFile& staged, const CommitC
 
 Status EmbeddingsFolder::Remove(const Path& p, Vanished* vanished) {
   (void)vanished;
-  return PermissionDenied("embeddings/" + JoinPath(p) + ": views cannot be removed");
+  // Every file here is a view of the store (IsAutomatic): nothing to remove.
+  ASSIGN_OR_RETURN(NodeAttr a, Stat(p));
+  if (a.type == NodeType::kDir) return IsADirectory("embeddings/" + JoinPath(p) + ": a folder");
+  return Status::Ok();
 }
 
 Result<MkdirOutcome> EmbeddingsFolder::MakeDir(const Path& p) {

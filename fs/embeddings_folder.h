@@ -35,6 +35,8 @@ class EmbeddingsFolder : public Folder {
   Status RemoveDir(const Path& p, Vanished* vanished) override;
   Status Sync() override { return store_->Sync(); }
   bool CommitsChangeEverything() const override { return true; }
+  // Every file is a view: rm of one changes nothing (and hides it from the remover: tar -x).
+  bool IsAutomatic(const Path& p) const override { return !p.empty(); }
 
  private:
   enum class Kind { kRoot, kGroupDir, kCheckpoint, kDump, kGroup, kGroups };

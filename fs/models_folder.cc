@@ -77,7 +77,12 @@ std::string ModelPath(int64_t id) { return "models/" + std::to_string(id); }
 }  // namespace
 
 Result<NodeAttr> ModelsFolder::Stat(const Path& p) {
-  if (p.empty()) return Dir(models::NowMicros());
+  if (p.empty()) {
+    // Moves exactly when the listing does: a folder time of "now" made tar -c say "file changed as
+    // we read it" and find -newer list it always.
+    ASSIGN_OR_RETURN(int64_t changed, store_->ListChangeTimeUs());
+    return Dir(changed);
+  }
   ASSIGN_OR_RETURN(int64_t id, ParseModelId(p[0]));
   ASSIGN_OR_RETURN(models::ModelInfo m, store_->GetModel(id));
   if (p.size() == 1) return Dir(m.change_time_us);
@@ -161,7 +166,9 @@ Result<FileContent> ModelsFolder::Open(const Path& p) {
   return c;
 }
 
-Status ModelsFolder::CheckWritable(const Path& p) {
+Status ModelsFolder::CheckWritable(const Path& p) { return CheckName(p, /*existing_history=*/false); }
+
+Status ModelsFolder::CheckName(const Path& p, bool existing_history) {
   if (p.size() < 2) {
     return PermissionDenied("models/" + JoinPath(p) + ": only meta, layers/<n> and history/<n>/<time> are files");
   }
@@ -173,7 +180,7 @@ Status ModelsFolder::CheckWritable(const Path& p) {
   if (p.size() == 4 && p[1] == "history") {
     ASSIGN_OR_RETURN(int64_t layer, ParseNumber(p[2], "layer number"));
     ASSIGN_OR_RETURN(int64_t t, ParseHistoryTime(p[3]));
-    if (store_->VersionAt(id, layer, t).ok()) {
+    if (!existing_history && store_->VersionAt(id, layer, t).ok()) {
       return PermissionDenied("models/" + JoinPath(p) + ": history versions are immutable");
     }
     return Status::Ok();
@@ -184,7 +191,9 @@ Status ModelsFolder::CheckWritable(const Path& p) {
 
 Status ModelsFolder::Commit(const Path& p, StagedFile& staged, const CommitContext& ctx,
                             Vanished* vanished) {
-  RETURN_IF_ERROR(CheckWritable(p));
+  // A history version may be written again with its own bytes (a restore that finds it already
+  // there): that changes nothing. Other bytes are refused below: history is immutable.
+  RETURN_IF_ERROR(CheckName(p, /*existing_history=*/true));
   ASSIGN_OR_RETURN(int64_t id, ParseModelId(p[0]));
   if (p[1] == "meta") {
     ASSIGN_OR_RETURN(uint64_t size, staged.Size());
@@ -217,7 +226,12 @@ Status ModelsFolder::Commit(const Path& p, StagedFile& staged, const CommitConte
     // Times a history name cannot carry (before 1970) fall back to the current time.
     if (t >= 0 && (!newest.ok() || t > newest->create_time_us)) opts.create_time_us = t;
   }
-  ASSIGN_OR_RETURN(models::CommitOutcome out, store_->CommitLayer(id, layer, staged, opts));
+  auto committed = store_->CommitLayer(id, layer, staged, opts);
+  if (!committed.ok() && committed.status().code() == StatusCode::kAlreadyExists) {
+    return PermissionDenied("models/" + JoinPath(p) + ": history versions are immutable (" +
+                            committed.status().message() + ")");
+  }
+  ASSIGN_OR_RETURN(models::CommitOutcome out, std::move(committed));
   if (out.added) {
     // The newest version, and with it layers/<n>, may have changed.
     vanished->push_back({p[0], "layers", p[2]});

@@ -29,8 +29,15 @@ class ModelsFolder : public Folder {
   Status RemoveDir(const Path& p, Vanished* vanished) override;
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }
+  // meta stays while its model exists (rm clears it).
+  bool IsAutomatic(const Path& p) const override { return p.size() == 2 && p[1] == "meta"; }
+  // A new model shows meta, layers/ and history/ at once (hidden from its maker: see ProcessViews).
+  bool MakeDirFillsIt(const Path& p) const override { return p.size() == 1; }
 
  private:
+  // CheckWritable, except that with existing_history an existing history version passes (its commit
+  // then compares bytes).
+  Status CheckName(const Path& p, bool existing_history);
   std::unique_ptr<models::ModelStore> store_;
 };
 

@@ -595,19 +595,39 @@ Status NeuronsFolder::Remove(const Path& p, Vanished* vanished) {
       for (const std::string& sid : gone) SynapseVanished(sid, vanished);
       return Status::Ok();
     }
-    case Kind::kVector:
-      return PermissionDenied(where + ": a vector goes with its neuron (rm " + r.id +
-                              ".json); write an empty file to clear it");
+    case Kind::kVector: {
+      // The file stays while its neuron exists (IsAutomatic); removing it removes the vector.
+      ASSIGN_OR_RETURN(Neuron n, store_->GetNeuron(r.id));
+      if (n.vector.empty()) return Status::Ok();
+      n.vector.clear();
+      n.vector_dim = 0;
+      n.modified_at = ModifiedAt(CommitContext{});
+      RETURN_IF_ERROR(store_->UpdateNeuron(n));
+      vanished->push_back({r.id + kDocSuffix});
+      vanished->push_back({r.id + kVecSuffix});
+      return Status::Ok();
+    }
     case Kind::kBackup:
       return store_->RemoveBackup(r.id);
     case Kind::kExport:
-      return PermissionDenied(where + ": the export is made on demand and cannot be removed");
     case Kind::kTypeLink:
-      return PermissionDenied(where + ": the by-type listings are read-only (rm neurons/<uuid>.json)");
+      // Made by the store from the graph (IsAutomatic): nothing to remove; rm neurons/<uuid>.json
+      // removes a neuron from the listings.
+      return Stat(p).status();
     default:
       return IsADirectory(where + ": a folder");
   }
 }
+
+bool NeuronsFolder::IsAutomatic(const Path& p) const {
+  const std::string_view vec_suffix(kVecSuffix);
+  const bool vec = p.size() == 1 && p[0].size() > vec_suffix.size() &&
+                   std::string_view(p[0]).substr(p[0].size() - vec_suffix.size()) == vec_suffix;
+  const bool type_link = p.size() == 3 && p[0] == "by-type";
+  return vec || type_link || MadeOnDemand(p);
+}
+
+Vanished NeuronsFolder::Derived() const { return {{"/", "neurons", "graph", "export.json"}}; }
 
 Result<MkdirOutcome> NeuronsFolder::MakeDir(const Path& p) {
   ASSIGN_OR_RETURN(Ref r, Resolve(p));
@@ -882,10 +902,17 @@ Status SynapsesFolder::Remove(const Path& p, Vanished* vanished) {
     return Status::Ok();
   }
   if (r.kind == Kind::kEndLink) {
-    return PermissionDenied("synapses/" + JoinPath(p) + ": the listings are read-only (rm synapses/<uuid>.json)");
+    // Made by the store (IsAutomatic): nothing to remove; rm synapses/<uuid>.json removes a synapse.
+    return Stat(p).status();
   }
   return IsADirectory("synapses/" + JoinPath(p) + ": a folder");
 }
+
+bool SynapsesFolder::IsAutomatic(const Path& p) const {
+  return p.size() == 3 && (p[0] == "by-source" || p[0] == "by-target");
+}
+
+Vanished SynapsesFolder::Derived() const { return {{"/", "neurons", "graph", "export.json"}}; }
 
 Result<MkdirOutcome> SynapsesFolder::MakeDir(const Path& p) {
   ASSIGN_OR_RETURN(Ref r, Resolve(p));

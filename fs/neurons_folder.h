@@ -76,6 +76,9 @@ class NeuronsFolder : public Folder {
   bool MadeOnDemand(const Path& p) const override {
     return p.size() == 2 && p[0] == "graph" && p[1] == "export.json";
   }
+  // <uuid>.vec, by-type links and the export: rm of one clears the vector or changes nothing.
+  bool IsAutomatic(const Path& p) const override;
+  Vanished Derived() const override;  // the export changes with every change
 
  private:
   enum class Kind { kRoot, kDoc, kVector, kByType, kTypeDir, kTypeLink, kGraph, kExport, kBackups, kBackup };
@@ -120,6 +123,8 @@ class SynapsesFolder : public Folder {
   Status SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) override;
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }
+  bool IsAutomatic(const Path& p) const override;  // the by-source / by-target links
+  Vanished Derived() const override;               // neurons/graph/export.json
 
  private:
   enum class Kind { kRoot, kDoc, kEnds, kEndDir, kEndLink };

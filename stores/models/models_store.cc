@@ -43,6 +43,16 @@ CREATE TABLE layer_version(
 CREATE TABLE retired_model(model_id INTEGER PRIMARY KEY);
 )sql";
 
+// Schema version 2: when the list of models last changed (a model created or deleted), which is the
+// models/ folder's mtime: it must move exactly when the listing does (tar, find -newer, rsync).
+constexpr char kSchemaV2[] = R"sql(
+CREATE TABLE store_state(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO store_state SELECT 'list_change_time', COALESCE(MAX(create_time), 0) FROM model;
+)sql";
+// Bumps it, strictly, in the transaction that changes the list.
+constexpr char kBumpListChange[] =
+    "UPDATE store_state SET value=MAX(?1, value+1) WHERE key='list_change_time'";
+
 constexpr char kSelectVersion[] =
     "SELECT version_id, model_id, layer_id, create_time, size FROM layer_version ";
 constexpr char kSelectModel[] =
@@ -359,7 +369,7 @@ Result<std::unique_ptr<ModelStore>> ModelStore::Open(const std::string& dir) {
   const bool exclusive = dir_lock.exclusive;
   ScopedFd lock_fd = std::move(dir_lock.fd);
 
-  ASSIGN_OR_RETURN(SqliteDb db, OpenStoreDb(dir + "/models.db", {kSchemaV1}));
+  ASSIGN_OR_RETURN(SqliteDb db, OpenStoreDb(dir + "/models.db", {kSchemaV1, kSchemaV2}));
 
   auto impl = std::make_unique<Impl>(dir, std::move(lock_fd), std::move(db));
   if (exclusive) {
@@ -401,6 +411,8 @@ Result<int64_t> ModelStore::SaveModel(std::string_view meta,
                   .status();
   if (!st.ok()) return undo(st);
   int64_t model_id = db.LastInsertRowid();
+  st = db.Run(kBumpListChange, now).status();
+  if (!st.ok()) return undo(st);
   for (size_t i = 0; i < layers.size(); ++i) {
     auto file = StagedFile::Create(staging_dir_);
     if (!file.ok()) return undo(file.status());
@@ -482,6 +494,7 @@ Status ModelStore::DeleteModel(int64_t model_id) {
     RETURN_IF_ERROR(db.Run("DELETE FROM model WHERE model_id=?1", model_id).status());
     RETURN_IF_ERROR(
         db.Run("INSERT OR IGNORE INTO retired_model(model_id) VALUES(?1)", model_id).status());
+    RETURN_IF_ERROR(db.Run(kBumpListChange, NowMicros()).status());
     RETURN_IF_ERROR(txn.Commit());
   }
   impl_->UnlinkBlobs(doomed);
@@ -492,13 +505,26 @@ Status ModelStore::DeleteModel(int64_t model_id) {
 
 Result<int64_t> ModelStore::CreateModel() {
   std::lock_guard lock(impl_->mu_);
+  SqliteDb& db = impl_->db_;
+  ASSIGN_OR_RETURN(SqliteTransaction txn,
+                   SqliteTransaction::Begin(db, SqliteTransaction::Mode::kImmediate));
   int64_t now = NowMicros();
-  RETURN_IF_ERROR(impl_->db_
-                      .Run("INSERT INTO model(meta, create_time, change_time, meta_time) "
-                           "VALUES(?1, ?2, ?2, ?2)",
-                           SqlBlob{}, now)
+  RETURN_IF_ERROR(db.Run("INSERT INTO model(meta, create_time, change_time, meta_time) "
+                         "VALUES(?1, ?2, ?2, ?2)",
+                         SqlBlob{}, now)
                       .status());
-  return impl_->db_.LastInsertRowid();
+  int64_t model_id = db.LastInsertRowid();
+  RETURN_IF_ERROR(db.Run(kBumpListChange, now).status());
+  RETURN_IF_ERROR(txn.Commit());
+  return model_id;
+}
+
+Result<int64_t> ModelStore::ListChangeTimeUs() {
+  std::lock_guard lock(impl_->mu_);
+  ASSIGN_OR_RETURN(auto row, impl_->db_.QueryRow(
+                                 "SELECT value FROM store_state WHERE key='list_change_time'"));
+  if (!row.found) return Corruption("models.db: store_state has no list_change_time");
+  return row.stmt.ColumnInt64(0);
 }
 
 Status ModelStore::CreateModelWithId(int64_t model_id) {
@@ -523,6 +549,7 @@ Status ModelStore::CreateModelWithId(int64_t model_id) {
                          "VALUES(?1, ?2, ?3, ?3, ?3)",
                          model_id, SqlBlob{}, now)
                       .status());
+  RETURN_IF_ERROR(db.Run(kBumpListChange, now).status());
   return txn.Commit();
 }
 

@@ -96,6 +96,8 @@ class ModelStore {
   // when id <= 0.
   Status CreateModelWithId(int64_t model_id);
   Result<std::vector<ModelInfo>> ListModels();
+  // When a model was last created or deleted (microseconds): changes exactly when ListModels does.
+  Result<int64_t> ListChangeTimeUs();
   Result<ModelInfo> GetModel(int64_t model_id);  // NotFound
   Result<std::string> ReadMeta(int64_t model_id);  // NotFound
   // Replaces the metadata (it is not versioned). NotFound; TooLarge above kMaxMetaBytes. Bytes equal

@@ -123,10 +123,14 @@ TEST_F(NeuronsE2E, VectorsAreRawFloat32ForNumpy) {
   EXPECT_EQ(Ok("stat -c %s " + N(kB + ".vec")), "12\n");
   Ok(": > " + N(kB + ".vec"));
   EXPECT_EQ(Ok("stat -c %s " + N(kB + ".vec")), "0\n");
-  // A vector of no neuron cannot be written; a vector file cannot be removed alone.
+  // A vector of no neuron cannot be written; removing a vector file removes the vector (the file
+  // stays, empty, as long as its neuron exists).
   auto r = Sh("cp " + N(kA + ".vec") + " " + N(kC + ".vec"));
   EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_NE(Sh("rm " + N(kA + ".vec")).code, 0);
+  EXPECT_NE(Ok("stat -c %s " + N(kA + ".vec")), "0\n");
+  Ok("rm " + N(kA + ".vec"));
+  EXPECT_EQ(Ok("stat -c %s " + N(kA + ".vec")), "0\n");
+  EXPECT_EQ(Ok("stat -c %s " + N(kA + ".json") + " >/dev/null && echo exists"), "exists\n");
 }
 
 TEST_F(NeuronsE2E, BadInputIsEinvalAndStoresNothing) {
