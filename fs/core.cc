@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "fs/log.h"
 #include "fs/staging.h"
@@ -146,7 +147,15 @@ Core::Core(std::vector<std::unique_ptr<Folder>> folders, CoreOptions options)
       start_time_(Now()),
       processes_(options_.process_of, options_.process_alive),
       invalidations_(std::make_unique<InvalidationQueue>(nullptr)) {
+  if (options_.root_mtime) start_time_ = *options_.root_mtime;
   table_.Find(kRootIno)->attr.mtime = start_time_;
+  auto times = DirTimes::Open(options_.dir_times_file);
+  if (!times.ok()) {
+    LogError(options_.dir_times_file + ": " + times.status().message() +
+             " (folder times set by rsync or cp -a are kept in memory only)");
+    times = DirTimes::Open("");
+  }
+  dir_times_ = std::move(*times);
 }
 
 Core::~Core() = default;
@@ -196,7 +205,26 @@ bool Core::SeesPending(const Caller* viewer, const ProcessId& creator) {
   return Who(*viewer) == creator;
 }
 
+void Core::ShowDirTime(const Path& path, NodeAttr& attr) {
+  if (attr.type != NodeType::kDir) return;
+  attr.mtime = dir_times_->Shown(JoinPath(path), attr.mtime, [&] { return NamesIn(path); });
+}
+
+Result<uint64_t> Core::NamesIn(const Path& path) {
+  ASSIGN_OR_RETURN(auto entries, ListEntries(path));
+  std::vector<std::string> names;
+  names.reserve(entries.size());
+  for (auto& e : entries) names.push_back(std::move(e.first));
+  return DirTimes::NamesHash(std::move(names));
+}
+
 Result<NodeAttr> Core::StatPath(const Path& path, const Caller* viewer, bool* from_pending) {
+  ASSIGN_OR_RETURN(NodeAttr attr, OwnStat(path, viewer, from_pending));
+  ShowDirTime(path, attr);
+  return attr;
+}
+
+Result<NodeAttr> Core::OwnStat(const Path& path, const Caller* viewer, bool* from_pending) {
   if (from_pending != nullptr) *from_pending = false;
   if (path.empty()) {
     NodeAttr a;
@@ -303,7 +331,9 @@ Node* Core::Remember(Ino parent, const std::string& name, const Path& path, cons
                      bool pending) {
   const NodeKind kind = pending ? NodeKind::kPending : NodeKind::kStored;
   Node* n = table_.Find(table_.Current(parent, name));
-  if (n == nullptr || n->kind != kind || !SameContent(n->attr, attr)) {
+  if (n != nullptr && n->attr.type == NodeType::kDir && attr.type == NodeType::kDir) {
+    n->kind = kind;  // a folder keeps its inode, also when a provisional one becomes the store's
+  } else if (n == nullptr || n->kind != kind || !SameContent(n->attr, attr)) {
     n = table_.Add(parent, name, path, kind, attr, /*attach=*/true);
     if (pending) n->staging = FindPending(JoinPath(path))->staging;
   }
@@ -370,7 +400,7 @@ Result<AttrOut> Core::GetAttr(Ino ino) {
     if (size.ok()) attr.size = *size;
     attr.mtime = staging->Mtime();
     attr.ctime = staging->changed;
-  } else if (attached && attr.type == NodeType::kDir && kind != NodeKind::kRoot) {
+  } else if (attr.type == NodeType::kDir && (attached || kind == NodeKind::kRoot)) {
     // A folder's attributes change with its listing; a stored file's never change under its inode.
     auto fresh = StatPath(path);
     if (fresh.ok() && fresh->type == NodeType::kDir) attr = *fresh;
@@ -430,7 +460,16 @@ void Core::Reserve(pid_t tid, Ino parent, const std::string& name, Ino refused, 
 
 bool Core::IsFailedRetry(pid_t tid, Ino ino) {
   auto r = reservations_.find(tid);
-  return r != reservations_.end() && r->second.refused == ino && !r->second.looked_up;
+  if (r == reservations_.end()) return false;
+  const Reservation& res = r->second;
+  // The kernel retries once: a second ESTALE would reach the program. Served instead: the retry that
+  // could not look the name up again (the same inode, no lookup between: /proc/self/fd/N), and the
+  // retry whose fresh inode went stale too before its open arrived (another commit in between).
+  if (res.refused == ino) return !res.looked_up;
+  if (res.writer == ino) return false;  // the private inode kept for this retry
+  if (!res.looked_up || std::chrono::steady_clock::now() - res.at > std::chrono::seconds(1)) return false;
+  Node* n = table_.Find(ino);
+  return n != nullptr && n->parent == res.parent && n->name == res.name;
 }
 
 void Core::ExpireReservations() {
@@ -496,9 +535,11 @@ void Core::NoteVanished(const std::string& folder_top, const Vanished& vanished,
     }
     Node* n = ino ? table_.Find(ino) : nullptr;
     if (n == nullptr) continue;
-    notes.Entry(n->parent, n->name);
+    notes.Entry(n->parent, n->name);  // for a folder, the kernel drops what it cached below it too
     notes.Attributes(n->ino, n->attr.type == NodeType::kDir);
-    table_.Detach(n->ino);
+    // A file's name leads to a new inode. A folder keeps its inode, and its number when the kernel
+    // looks it up again (InodeTable: tar compares a folder's inode before and after it fills it).
+    if (n->attr.type != NodeType::kDir) table_.Detach(n->ino);
   }
   for (const std::string& top : other_folders) NoteListings({top}, notes);
 }
@@ -1165,6 +1206,20 @@ Result<AttrOut> Core::SetAttr(const Caller& caller, Ino ino, const SetAttrIn& in
       target->mtime = *in.mtime;
       target->time_set = true;
       target->changed = Now();
+    } else if (is_dir && (kind == NodeKind::kStored || kind == NodeKind::kRoot)) {
+      // A folder's time (rsync -a, cp -a, tar -x set them last): the folder keeps it or not (SetMtime);
+      // if its own time stays, the time set is shown instead until its listing changes (dir_times.h).
+      if (!path.empty()) {
+        ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+        Vanished vanished;
+        RETURN_IF_ERROR(folder->SetMtime(Rest(path), *in.mtime, &vanished));
+        NoteVanished(path[0], vanished, notes);
+      }
+      ASSIGN_OR_RETURN(NodeAttr own, OwnStat(path, nullptr, nullptr));
+      if (NanosFromTimespec(own.mtime) != NanosFromTimespec(*in.mtime)) {
+        ASSIGN_OR_RETURN(uint64_t names, NamesIn(path));
+        RETURN_IF_ERROR(dir_times_->Set(JoinPath(path), own.mtime, *in.mtime, names));
+      }
     } else if (kind == NodeKind::kStored && path.size() > 1) {
       ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
       Vanished vanished;
@@ -1524,12 +1579,13 @@ Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Pa
   if (path.empty()) {
     for (auto& f : folders_) {
       ASSIGN_OR_RETURN(NodeAttr a, f->Stat({}));
+      ShowDirTime({std::string(f->name())}, a);
       entries.emplace_back(std::string(f->name()), a);
     }
     return entries;
   }
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  (void)StatPath(path);  // drops the provisional entry if the store has the folder now
+  (void)OwnStat(path, nullptr, nullptr);  // drops the provisional entry if the store has the folder now
   bool provisional;
   {
     std::lock_guard lock(mu_);
@@ -1538,7 +1594,10 @@ Result<std::vector<std::pair<std::string, NodeAttr>>> Core::ListEntries(const Pa
   if (!provisional) {
     ASSIGN_OR_RETURN(auto listed, folder->List(Rest(path)));
     entries.reserve(listed.size());
-    for (auto& e : listed) entries.emplace_back(std::move(e.name), e.attr);
+    for (auto& e : listed) {
+      if (e.attr.type == NodeType::kDir) ShowDirTime(Child(path, e.name), e.attr);
+      entries.emplace_back(std::move(e.name), e.attr);
+    }
   }
   // Pending entries directly below this folder.
   std::vector<Path> pending_children;
@@ -1654,7 +1713,9 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
     std::lock_guard lock(mu_);
     Node* n = table_.Find(ino);
     if (n == nullptr) return NotFound("unknown inode");
-    if (ino == kRootIno) return std::vector<std::string>{kInodesXattr};
+    // The daemon's own state (user.modelfs.inodes) is read by name, not listed: a backup of the root
+    // must not carry it.
+    if (ino == kRootIno) return std::vector<std::string>{};
     if (n->kind == NodeKind::kPending || n->kind == NodeKind::kWriter || n->path.empty()) {
       return std::vector<std::string>{};
     }
@@ -1663,7 +1724,9 @@ Result<std::vector<std::string>> Core::ListXattr(Ino ino) {
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   ASSIGN_OR_RETURN(auto attrs, folder->Xattrs(Rest(path)));
   std::vector<std::string> names;
-  for (auto& kv : attrs) names.push_back(kv.first);
+  for (auto& kv : attrs) {
+    if (folder->ListsXattr(Rest(path), kv.first)) names.push_back(kv.first);
+  }
   return names;
 }
 

@@ -52,6 +52,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/dir_times.h"
 #include "fs/folder.h"
 #include "fs/inode_table.h"
 #include "fs/invalidation.h"
@@ -76,6 +77,10 @@ struct CoreOptions {
   double dir_attr_timeout = 1;
   // How long a request waits for the kernel to drop what it changed before replying anyway.
   std::chrono::milliseconds invalidation_wait{2000};
+  // Where folder times set with utimens are kept ("": in memory only). See dir_times.h.
+  std::string dir_times_file;
+  // The root folder's time (its listing never changes); default: when the core started.
+  std::optional<timespec> root_mtime;
   // Thread id -> process, and whether a process still runs (defaults: /proc).
   ProcessTable::Resolver process_of;
   ProcessTable::Liveness process_alive;
@@ -200,6 +205,10 @@ class Core {
   // What is at path: a pending entry (seen by `viewer` if given: see Pending::creator) or the
   // folder's. from_pending tells which.
   Result<NodeAttr> StatPath(const Path& path, const Caller* viewer = nullptr, bool* from_pending = nullptr);
+  // The same, without a folder time set with utimens (the folder's own time).
+  Result<NodeAttr> OwnStat(const Path& path, const Caller* viewer, bool* from_pending);
+  void ShowDirTime(const Path& path, NodeAttr& attr);
+  Result<uint64_t> NamesIn(const Path& path);  // DirTimes::NamesHash of a folder's listing
   bool SeesPending(const Caller* viewer, const ProcessId& creator);
   Pending* FindPending(const std::string& key);  // (mu_)
   EntryOut MakeEntry(const Node& n);             // (mu_)
@@ -247,6 +256,7 @@ class Core {
   std::vector<std::unique_ptr<Folder>> folders_;
   timespec start_time_{};
   ProcessTable processes_;
+  std::unique_ptr<DirTimes> dir_times_;
   std::unique_ptr<InvalidationQueue> invalidations_;  // set before serving
 
   std::mutex mu_;

@@ -158,7 +158,9 @@ Result<std::vector<DirEntry>> EmbeddingsFolder::List(const Path& dir) {
   std::vector<DirEntry> out;
   std::vector<Path> names;
   if (v.kind == Kind::kRoot) {
-    names = {{"checkpoint"}, {"dump"}, {"group"}, {"groups"}};
+    // groups first: tools that restore in listing order (tar -x, cp -a of such a backup) configure
+    // the groups before they load the records.
+    names = {{"groups"}, {"checkpoint"}, {"dump"}, {"group"}};
   } else if (v.kind == Kind::kGroupDir) {
     ASSIGN_OR_RETURN(auto listed, ListedGroups());
     for (int g : listed) names.push_back({"group", std::to_string(g)});

@@ -141,6 +141,14 @@ class Folder {
     (void)p;
     return std::vector<std::pair<std::string, std::string>>{};
   }
+  // Whether getfattr -d and rsync -X see attribute `name` of p (listxattr). Attributes that describe
+  // how the store holds an entry rather than what it is (sizes on disk, delta bases, statistics) are
+  // not listed: a restored copy has other values, so rsync -X would copy them every time. They are
+  // still read by name (getfattr -n).
+  virtual bool ListsXattr(const Path& p, std::string_view name) const {
+    (void)p, (void)name;
+    return true;
+  }
   // True when any commit may change every file of the folder (views of one store, such as dumps):
   // the core then drops the kernel's entries for all of the folder's files after each commit.
   virtual bool CommitsChangeEverything() const { return false; }

@@ -27,7 +27,14 @@ Ino InodeTable::Current(Ino parent, const std::string& name) const {
 Node* InodeTable::Add(Ino parent, const std::string& name, Path path, NodeKind kind,
                       const NodeAttr& attr, bool attach) {
   auto n = std::make_unique<Node>();
-  n->ino = next_ino_++;
+  n->ino = 0;
+  if (attr.type == NodeType::kDir) {
+    Ino& number = dir_numbers_[JoinPath(path)];
+    if (number != 0 && nodes_.count(number) == 0) n->ino = number;
+    if (n->ino == 0) number = n->ino = next_ino_++;
+  } else {
+    n->ino = next_ino_++;
+  }
   n->parent = parent;
   n->name = name;
   n->path = std::move(path);

@@ -74,6 +74,10 @@ class InodeTable {
   std::unordered_map<Ino, std::unique_ptr<Node>> nodes_;
   std::set<Ino> dirs_;
   std::map<std::pair<Ino, std::string>, Ino> names_;
+  // A folder keeps its inode number for the life of the mount, also when the kernel forgot it in
+  // between: tar -x compares a folder's inode before and after it fills it ("renamed before its
+  // status could be extracted").
+  std::unordered_map<std::string, Ino> dir_numbers_;
   Ino next_ino_ = kRootIno + 1;
 };
 

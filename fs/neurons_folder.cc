@@ -55,6 +55,33 @@ std::string ModifiedAt(const CommitContext& ctx) {
   return ctx.mtime ? neurons::FormatIsoTime(NanosFromTimespec(*ctx.mtime)) : neurons::NowIsoTime();
 }
 
+// Whether a time given with the file is `known` (an entity's modified_at) as a tool that keeps only
+// whole seconds restores it (tar's archive format): then the entity keeps its own, finer time.
+bool SameTimeInSeconds(const timespec& given, const std::string& known) {
+  auto ns = neurons::ParseIsoTime(known);
+  if (!ns.ok() || given.tv_nsec != 0) return false;
+  return TimespecFromNanos(*ns).tv_sec == given.tv_sec;
+}
+
+// modified_at for a written document: the file's time (rsync, cp -p) or now; the document's own when
+// the file's time is that one in whole seconds.
+std::string ModifiedAt(const CommitContext& ctx, const std::string& written) {
+  if (ctx.mtime && SameTimeInSeconds(*ctx.mtime, written)) {
+    return neurons::FormatIsoTime(*neurons::ParseIsoTime(written));
+  }
+  return ModifiedAt(ctx);
+}
+
+// tar -x puts an empty placeholder file where a link whose target has ".." goes, and makes the link
+// at the end only if the placeholder is still there. The store makes these links itself: an empty
+// placeholder is accepted and stores nothing (the store's own link is there, or comes with its
+// entity); any other file there is refused.
+Status PlaceholderOnly(StagedFile& staged, const std::string& where) {
+  ASSIGN_OR_RETURN(uint64_t size, staged.Size());
+  if (size == 0) return Status::Ok();
+  return PermissionDenied(where + ": the listings are made by the store (write the entity's own file)");
+}
+
 std::string RenderNeuron(const Neuron& n) {
   std::string out;
   neurons::PyJsonDump(neurons::NeuronToDocument(n, /*with_vector=*/false), &out, /*indent=*/2);
@@ -254,12 +281,14 @@ Result<NodeAttr> NeuronsFolder::ExportAttr() {
   ASSIGN_OR_RETURN(int64_t generation, store_->Generation());
   ASSIGN_OR_RETURN(auto size_version,
                    cache_.SizeOf(kExportName, static_cast<uint64_t>(generation), ExportGenerator()));
+  // Its time is the export_time it shows (the newest entity's), which equal graphs share.
+  ASSIGN_OR_RETURN(std::string export_time, store_->ExportTime());
   ASSIGN_OR_RETURN(int64_t changed, ChangeTime());
   NodeAttr a;
   a.type = NodeType::kFile;
   a.size = size_version.first;
   a.version = size_version.second;
-  a.mtime = TimespecFromNanos(changed);
+  a.mtime = TimeOf(export_time, changed);
   a.writable = true;
   return a;
 }
@@ -435,6 +464,7 @@ Status NeuronsFolder::CheckWritable(const Path& p) {
       return n.status();
     }
     case Kind::kTypeLink:
+      return Status::Ok();  // an empty placeholder only (PlaceholderOnly)
     case Kind::kTypeDir:
       return PermissionDenied(where + ": the by-type listings are read-only (write neurons/<uuid>.json)");
     default:
@@ -455,6 +485,8 @@ Status NeuronsFolder::Commit(const Path& p, StagedFile& staged, const CommitCont
       return CommitExport(staged, ctx, vanished);
     case Kind::kBackup:
       return CommitBackup(r.id, staged, ctx);
+    case Kind::kTypeLink:
+      return PlaceholderOnly(staged, "neurons/" + JoinPath(p));
     default:
       return PermissionDenied("neurons/" + JoinPath(p) + ": not writable");
   }
@@ -468,7 +500,7 @@ Status NeuronsFolder::CommitDoc(const std::string& id, StagedFile& staged, const
   if (!existing.ok() && !IsNotFound(existing.status())) return existing.status();
   if (existing.ok() && bytes == RenderNeuron(*existing)) {
     // The bytes it holds: nothing changes but, perhaps, the time given with them.
-    if (!ctx.mtime) return Status::Ok();
+    if (!ctx.mtime || SameTimeInSeconds(*ctx.mtime, existing->modified_at)) return Status::Ok();
     return SetMtime({id + kDocSuffix}, *ctx.mtime, vanished);
   }
   ASSIGN_OR_RETURN(neurons::Json doc, ParseObject(bytes, where));
@@ -486,7 +518,7 @@ Status NeuronsFolder::CommitDoc(const std::string& id, StagedFile& staged, const
     return InvalidArgument(where + ": the document's id " + n.id + " is not the file's name");
   }
   if (n.created_at.empty()) n.created_at = old_created;  // empty for a new neuron: the store fills in
-  n.modified_at = ModifiedAt(ctx);
+  n.modified_at = ModifiedAt(ctx, n.modified_at);
   RETURN_IF_ERROR(store_->PutNeuron(n));
   vanished->push_back({id + kVecSuffix});  // its time moved
   if (!existing.ok() || old_type != n.type) vanished->push_back({"by-type"});
@@ -508,12 +540,12 @@ Status NeuronsFolder::CommitVector(const std::string& id, StagedFile& staged, co
   if (got != size) return IOError(where + ": the staged file shrank while it was read");
   if (v.size() == n.vector.size() &&
       (v.empty() || std::memcmp(v.data(), n.vector.data(), size) == 0)) {
-    if (!ctx.mtime) return Status::Ok();
+    if (!ctx.mtime || SameTimeInSeconds(*ctx.mtime, n.modified_at)) return Status::Ok();
     return SetMtime({id + kVecSuffix}, *ctx.mtime, vanished);
   }
   n.vector = std::move(v);
   n.vector_dim = static_cast<uint32_t>(n.vector.size());
-  n.modified_at = ModifiedAt(ctx);
+  n.modified_at = ModifiedAt(ctx, n.modified_at);
   Status st = store_->UpdateNeuron(n);
   if (!st.ok()) {
     return st.code() == StatusCode::kInvalidArgument ? InvalidArgument(where + ": " + st.message()) : st;
@@ -683,12 +715,10 @@ Status NeuronsFolder::SetMtime(const Path& p, const timespec& mtime, Vanished* v
       vanished->push_back({r.id + kVecSuffix});
       return Status::Ok();
     }
-    case Kind::kExport: {
-      // The export's time is the graph's change time, which its export_time shows.
-      ASSIGN_OR_RETURN(int64_t changed, ChangeTime());
-      if (changed == ns) return Status::Ok();
-      return store_->SetChangeTime(ns);
-    }
+    case Kind::kExport:
+      // The export's time is the export_time it shows, made of its entities' times: accepted and
+      // not kept, as for the folders.
+      return Status::Ok();
     case Kind::kBackup:
       return store_->SetBackupMtime(r.id, ns);
     case Kind::kTypeLink:
@@ -852,10 +882,7 @@ Result<FileContent> SynapsesFolder::Open(const Path& p) {
 Status SynapsesFolder::CheckWritable(const Path& p) {
   ASSIGN_OR_RETURN(Ref r, Resolve(p));
   if (r.kind == Kind::kDoc) return Status::Ok();
-  if (r.kind == Kind::kEndLink) {
-    return PermissionDenied("synapses/" + JoinPath(p) +
-                            ": the by-source/by-target listings are read-only (write synapses/<uuid>.json)");
-  }
+  if (r.kind == Kind::kEndLink) return Status::Ok();  // an empty placeholder only (PlaceholderOnly)
   return IsADirectory("synapses/" + JoinPath(p) + ": a folder");
 }
 
@@ -863,12 +890,13 @@ Status SynapsesFolder::Commit(const Path& p, StagedFile& staged, const CommitCon
                               Vanished* vanished) {
   RETURN_IF_ERROR(CheckWritable(p));
   ASSIGN_OR_RETURN(Ref r, Resolve(p));
+  if (r.kind == Kind::kEndLink) return PlaceholderOnly(staged, "synapses/" + JoinPath(p));
   const std::string where = "synapses/" + r.id + kDocSuffix;
   ASSIGN_OR_RETURN(std::string bytes, ReadStaged(staged, kMaxDocumentBytes, where));
   auto existing = store_->GetSynapse(r.id);
   if (!existing.ok() && !IsNotFound(existing.status())) return existing.status();
   if (existing.ok() && bytes == RenderSynapse(*existing)) {
-    if (!ctx.mtime) return Status::Ok();
+    if (!ctx.mtime || SameTimeInSeconds(*ctx.mtime, existing->modified_at)) return Status::Ok();
     return SetMtime(p, *ctx.mtime, vanished);
   }
   ASSIGN_OR_RETURN(neurons::Json doc, ParseObject(bytes, where));
@@ -883,7 +911,7 @@ Status SynapsesFolder::Commit(const Path& p, StagedFile& staged, const CommitCon
   if (!parsed.ok()) return InvalidArgument(where + ": " + parsed.message());
   if (s.id != r.id) return InvalidArgument(where + ": the document's id " + s.id + " is not the file's name");
   if (s.created_at.empty()) s.created_at = old_created;
-  s.modified_at = ModifiedAt(ctx);
+  s.modified_at = ModifiedAt(ctx, s.modified_at);
   Status st = store_->PutSynapse(s);
   if (!st.ok()) {
     return st.code() == StatusCode::kInvalidArgument ? InvalidArgument(where + ": " + st.message()) : st;

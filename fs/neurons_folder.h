@@ -79,6 +79,11 @@ class NeuronsFolder : public Folder {
   // <uuid>.vec, by-type links and the export: rm of one clears the vector or changes nothing.
   bool IsAutomatic(const Path& p) const override;
   Vanished Derived() const override;  // the export changes with every change
+  // The graph's statistics (neurons/) are read by name only.
+  bool ListsXattr(const Path& p, std::string_view name) const override {
+    (void)name;
+    return !p.empty();
+  }
 
  private:
   enum class Kind { kRoot, kDoc, kVector, kByType, kTypeDir, kTypeLink, kGraph, kExport, kBackups, kBackup };
@@ -125,6 +130,10 @@ class SynapsesFolder : public Folder {
   Status Sync() override { return store_->Sync(); }
   bool IsAutomatic(const Path& p) const override;  // the by-source / by-target links
   Vanished Derived() const override;               // neurons/graph/export.json
+  bool ListsXattr(const Path& p, std::string_view name) const override {
+    (void)name;
+    return !p.empty();  // the synapse count on synapses/ is read by name only
+  }
 
  private:
   enum class Kind { kRoot, kDoc, kEnds, kEndDir, kEndLink };

@@ -50,6 +50,12 @@ class WeightsFolder : public Folder {
   Status MakeSymlink(const Path& p, const std::string& target, Vanished* vanished) override;
   Status SetMtime(const Path& p, const timespec& mtime, Vanished* vanished) override;
   Status SetXattr(const Path& p, const std::string& name, std::string_view value) override;
+  // Statistics of the folder, and how a tensor is held (stored_bytes, delta_base, compression_info),
+  // are read by name only.
+  bool ListsXattr(const Path& p, std::string_view name) const override {
+    return !p.empty() && name != "user.modelfs.stored_bytes" && name != "user.modelfs.delta_base" &&
+           name != "user.modelfs.compression_info";
+  }
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }
 

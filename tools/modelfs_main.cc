@@ -245,6 +245,9 @@ int RunMount(MountArgs a) {
   co.uid = getuid();
   co.gid = getgid();
   co.read_only = read_only;
+  co.dir_times_file = a.data + "/dir-times";
+  // The root's listing never changes: its time is the data directory's first use (the lock file's).
+  if (struct stat lst; stat((a.data + "/lock").c_str(), &lst) == 0) co.root_mtime = lst.st_mtim;
   fs::Core core(std::move(folders), co);
   Status served = fs::ServeMount(core, mo, report);
   unlink((a.data + "/daemon.pid").c_str());

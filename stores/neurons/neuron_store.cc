@@ -1379,6 +1379,20 @@ struct NeuronStore::Impl {
     return stmt->ColumnInt64(0);
   }
 
+  // An export's export_time: the newest modified_at of any neuron or synapse (indexed), so that an
+  // export is a function of the graph alone (a restored copy exports the same bytes); the graph's
+  // change time when it is empty.
+  Result<std::string> ExportTime(Conn& c) {
+    ASSIGN_OR_RETURN(SqliteStmt * stmt,
+                     c.Stmt("SELECT MAX(t) FROM (SELECT MAX(modified_at) AS t FROM neurons "
+                            "UNION ALL SELECT MAX(modified_at) FROM synapses)"));
+    StmtScope scope(stmt);
+    ASSIGN_OR_RETURN(bool row, stmt->Step());
+    if (row && !stmt->ColumnIsNull(0)) return stmt->ColumnText(0);
+    ASSIGN_OR_RETURN(int64_t change_time, StateValue(c, "change_time_ns"));
+    return FormatIsoTime(change_time);
+  }
+
   // Every neuron of the snapshot of c's open transaction, ordered by id, in batches to sink.
   template <typename Sink>
   Status ScanNeurons(Conn& c, size_t batch_size, Sink&& sink) {
@@ -1907,11 +1921,11 @@ Result<Graph> NeuronStore::LoadAll() {
 
 Result<ExportCounts> NeuronStore::Export(int fd) {
   ASSIGN_OR_RETURN(Impl::Reader r, impl_->GetReader());
-  // One read snapshot for the change time, the neurons and the synapses.
+  // One read snapshot for the export time, the neurons and the synapses.
   ASSIGN_OR_RETURN(SqliteTransaction txn,
                    SqliteTransaction::Begin(r->db, SqliteTransaction::Mode::kDeferred));
-  ASSIGN_OR_RETURN(int64_t change_time, impl_->StateValue(*r, "change_time_ns"));
-  ExportWriter writer(fd, FormatIsoTime(change_time));
+  ASSIGN_OR_RETURN(std::string export_time, impl_->ExportTime(*r));
+  ExportWriter writer(fd, export_time);
   RETURN_IF_ERROR(writer.Begin());
   RETURN_IF_ERROR(impl_->ScanNeurons(
       *r, kExportBatch, [&](std::vector<Neuron>& batch) { return writer.AddNeurons(batch); }));
@@ -2235,6 +2249,11 @@ Result<BackupInfo> NeuronStore::Restore(const std::string& name) {
 Result<int64_t> NeuronStore::Generation() {
   ASSIGN_OR_RETURN(Impl::Reader r, impl_->GetReader());
   return impl_->StateValue(*r, "generation");
+}
+
+Result<std::string> NeuronStore::ExportTime() {
+  ASSIGN_OR_RETURN(Impl::Reader r, impl_->GetReader());
+  return impl_->ExportTime(*r);
 }
 
 Result<int64_t> NeuronStore::ChangeTimeNs() {

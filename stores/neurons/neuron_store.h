@@ -187,7 +187,7 @@ class NeuronStore {
   // The original's load_all, from one snapshot; neurons and synapses ordered by id.
   Result<Graph> LoadAll();
 
-  // Writes the export file of one snapshot to fd (graph.h); export_time is the store's change time.
+  // Writes the export file of one snapshot to fd (graph.h); export_time is ExportTime().
   Result<ExportCounts> Export(int fd);
   // Reads an export from fd (either system's), verifies its checksum and applies it in one
   // transaction: nothing changes unless the whole file is valid. change_time_ns: the store's change
@@ -219,6 +219,9 @@ class NeuronStore {
   // ---- Change time and generation ----
   // Bumped by every write transaction; never repeats (a cache key for views of the whole graph).
   Result<int64_t> Generation();
+  // The export_time an export of the graph as it is now carries: the newest modified_at of its
+  // neurons and synapses (so equal graphs export equal bytes), or the change time when it is empty.
+  Result<std::string> ExportTime();
   // When the graph last changed (ns); a write sets now, Import/SetChangeTime may set another time.
   Result<int64_t> ChangeTimeNs();
   Status SetChangeTime(int64_t ns);
