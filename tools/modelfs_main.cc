@@ -37,6 +37,7 @@
 #include "tools/embeddings_cmd.h"
 #include "tools/neurons_cmd.h"
 #include "tools/timeseries_cmd.h"
+#include "tools/mount_recovery.h"
 #include "tools/weights_cmd.h"
 
 namespace modelfs {
@@ -52,6 +53,13 @@ std::string DefaultDataDir() {
 std::string AbsolutePath(const std::string& p) {
   char buf[PATH_MAX];
   if (realpath(p.c_str(), buf) != nullptr) return buf;
+  // A dead mount point cannot be resolved itself (ENOTCONN): resolve its folder, keep its name.
+  std::string path = p;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (realpath(dir.c_str(), buf) != nullptr) return std::string(buf) + (std::string(buf) == "/" ? "" : "/") + name;
   return p;
 }
 
@@ -106,19 +114,20 @@ int RunMount(MountArgs a) {
   if (a.data.find_first_of(", \t\n") != std::string::npos) {
     return Fail(a.data + ": data directory path must not contain commas or spaces");
   }
-  struct stat mst;
-  if (stat(a.mountpoint.c_str(), &mst) != 0 || !S_ISDIR(mst.st_mode)) {
-    return Fail(a.mountpoint + ": mount point must be an existing folder");
-  }
   fs::MountOptions mo;
   mo.mountpoint = a.mountpoint;
   bool read_only = false;
+  bool nonempty = false;
   for (const auto& group : a.options) {
     std::stringstream ss(group);
     std::string o;
     while (std::getline(ss, o, ',')) {
       if (o.empty()) continue;
       if (o == "ro") read_only = true;
+      if (o == "nonempty") {  // libfuse 3 has no such option: the check is ours (PrepareMount)
+        nonempty = true;
+        continue;
+      }
       if (o.rfind("embeddings_ttl=", 0) == 0) {
         a.embeddings_ttl = strtoll(o.c_str() + 15, nullptr, 10);
         continue;
@@ -137,6 +146,7 @@ int RunMount(MountArgs a) {
   }
   mo.fuse_options.push_back("fsname=modelfs:" + a.data);
   mo.fuse_options.push_back("subtype=modelfs");
+  if (Status st = tools::PrepareMount(a.data, a.mountpoint, nonempty); !st.ok()) return Fail(st.message());
 
   int ready_pipe[2] = {-1, -1};
   if (!a.foreground) {
@@ -259,40 +269,38 @@ int RunMount(MountArgs a) {
   return 0;
 }
 
-// The data directory and daemon pid of a modelfs mount, from /proc/mounts.
-Result<std::string> MountedDataDir(const std::string& mountpoint) {
-  std::ifstream in("/proc/mounts");
-  std::string src, dst, type, rest;
-  while (in >> src >> dst >> type && std::getline(in, rest)) {
-    if (dst == mountpoint && src.rfind("modelfs:", 0) == 0) return src.substr(8);
-  }
-  return NotFound(mountpoint + ": not a modelfs mount");
-}
-
 int RunUmount(const std::string& mp_arg) {
-  std::string mountpoint = AbsolutePath(mp_arg);
-  auto data = MountedDataDir(mountpoint);
-  if (!data.ok()) return Fail(data.status().message());
-  pid_t pid = 0;
-  if (auto p = ReadFileToString(*data + "/daemon.pid"); p.ok()) pid = atoi(p->c_str());
-  pid_t child = fork();
-  if (child == 0) {
-    execlp("fusermount3", "fusermount3", "-u", mountpoint.c_str(), nullptr);
-    _exit(127);
+  const std::string mountpoint = AbsolutePath(mp_arg);
+  auto m = tools::MountAt(mountpoint);
+  if (!m || !m->modelfs()) return Fail(mountpoint + ": not a modelfs mount");
+  const std::string data = m->data_dir();
+  const pid_t pid = tools::DaemonPid(data);
+  auto recover = [&]() {
+    auto done = tools::RecoverDeadMount(*m, pid);
+    if (!done.ok()) return Fail(done.status().message());
+    std::cerr << "modelfs: " << *done << "\n";
+    return 0;
+  };
+  if (tools::StateOf(pid) != tools::DaemonState::kRunning) return recover();
+  Status st = tools::Unmount(mountpoint, /*lazy=*/false);
+  if (!st.ok()) {
+    if (tools::StateOf(pid) != tools::DaemonState::kRunning) return recover();
+    return Fail(mountpoint + ": cannot unmount (is a process using it? close it, or see `fuser -vm " +
+                mountpoint + "`): " + st.message());
   }
-  int wst = 0;
-  waitpid(child, &wst, 0);
-  if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) return Fail(mountpoint + ": fusermount3 -u failed");
   // Unmounted; wait for the daemon to finish syncing so that everything acknowledged is durable. Its
   // lock on the data directory goes when the process ends (an exited process that its parent has not
   // reaped yet still answers kill(pid, 0), so that is no test).
-  auto lock = OpenFile(*data + "/lock", O_RDWR | O_CLOEXEC);
+  auto lock = OpenFile(data + "/lock", O_RDWR | O_CLOEXEC);
   if (lock.ok()) {
-    int i = 0;
-    for (; i < 12000 && flock(lock->get(), LOCK_EX | LOCK_NB) != 0; ++i) {
+    for (int i = 0; flock(lock->get(), LOCK_EX | LOCK_NB) != 0; ++i) {
+      if (i == 12000) return Fail("daemon " + std::to_string(pid) + " still running after 60 s");
+      if (i % 100 == 99 && tools::StateOf(pid) == tools::DaemonState::kDying) {
+        // Killed while it synced, and stuck: nothing is mounted any more, only the process lingers.
+        (void)tools::AbortConnection(m->minor);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    if (i == 12000) return Fail("daemon " + std::to_string(pid) + " still running after 60 s");
   }
   return 0;
 }
