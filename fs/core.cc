@@ -419,14 +419,21 @@ Result<AttrOut> Core::GetAttr(Ino ino) {
 
 ProcessId Core::Who(const Caller& caller) { return processes_.Of(caller.tid); }
 
-bool Core::HiddenFrom(const Caller& caller, const Path& path) {
+bool Core::HiddenFrom(const Caller& caller, const Path& path, std::optional<bool> creating) {
   {
     std::lock_guard lock(mu_);
     if (views_.empty()) return false;  // the common case asks /proc nothing
   }
   ProcessId p = Who(caller);
-  std::lock_guard lock(mu_);
-  return views_.Hidden(p, JoinPath(path));
+  ProcessViews::Hiding hiding;
+  {
+    std::lock_guard lock(mu_);
+    hiding = views_.Hidden(p, JoinPath(path));
+  }
+  if (hiding != ProcessViews::Hiding::kBelowRoot) return hiding == ProcessViews::Hiding::kWhiteout;
+  if (!creating) creating = options_.creating ? options_.creating(caller.tid)
+                                              : ProcessTable::CreatingFromProc(caller.tid);
+  return *creating;
 }
 
 void Core::ViewCreated(const Caller& caller, const Path& path) {
@@ -437,6 +444,13 @@ void Core::ViewCreated(const Caller& caller, const Path& path) {
   ProcessId p = Who(caller);
   std::lock_guard lock(mu_);
   views_.Created(p, JoinPath(path));
+}
+
+void Core::PruneViews() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - views_pruned_ < std::chrono::seconds(1)) return;
+  views_.Prune([&](const ProcessId& p, int pin) { return processes_.Alive(p, pin); });
+  views_pruned_ = now;
 }
 
 void Core::Reserve(pid_t tid, Ino parent, const std::string& name, Ino refused, Ino writer) {
@@ -752,7 +766,7 @@ Result<std::pair<EntryOut, OpenOut>> Core::Create(const Caller& caller, Ino pare
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": files cannot be created here");
-  const bool hidden = HiddenFrom(caller, path);
+  const bool hidden = HiddenFrom(caller, path, /*creating=*/true);
   auto existing = StatPath(path, &caller);
   if (existing.ok() && existing->type == NodeType::kDir) {
     return hidden ? PermissionDenied(JoinPath(path) + ": a folder of the store")
@@ -1270,7 +1284,7 @@ Result<EntryOut> Core::Symlink(const Caller& caller, Ino parent, const std::stri
   }
   if (path.size() < 2) return PermissionDenied(JoinPath(path) + ": the top-level folders are fixed");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
-  const bool hidden = HiddenFrom(caller, path);
+  const bool hidden = HiddenFrom(caller, path, /*creating=*/true);
   if (!hidden && StatPath(path).ok()) return AlreadyExists(JoinPath(path) + ": exists");
   Vanished vanished;
   RETURN_IF_ERROR(folder->MakeSymlink(Rest(path), target, &vanished));
@@ -1288,7 +1302,7 @@ Result<EntryOut> Core::MakeDir(const Caller& caller, Ino parent, const std::stri
   if (IsTemporaryName(name)) return InvalidArgument(JoinPath(path) + ": folder names cannot start with '.'");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
   if (path.size() == 1) return AlreadyExists(path[0] + ": exists");
-  const bool hidden = HiddenFrom(caller, path);
+  const bool hidden = HiddenFrom(caller, path, /*creating=*/true);
   auto existing = StatPath(path);
   if (existing.ok() && !hidden) return AlreadyExists(JoinPath(path) + ": exists");
   if (existing.ok() && existing->type != NodeType::kDir) {
@@ -1309,13 +1323,10 @@ Result<EntryOut> Core::MakeDir(const Caller& caller, Ino parent, const std::stri
   // this process until it creates what is in it (process_views.h).
   if (!existing.ok() && folder->MakeDirFillsIt(Rest(path))) {
     ProcessId by = Who(caller);
+    int pin = processes_.Pin(by);
     std::lock_guard lock(mu_);
-    const auto now = std::chrono::steady_clock::now();
-    if (now - views_pruned_ > std::chrono::seconds(1)) {
-      views_.Prune([&](const ProcessId& p) { return processes_.Alive(p); });
-      views_pruned_ = now;
-    }
-    views_.HideBelow(by, JoinPath(path));
+    PruneViews();
+    views_.HideBelow(by, JoinPath(path), pin);
   }
   ViewCreated(caller, path);
   NoteListings(path, notes);
@@ -1344,7 +1355,7 @@ Status Core::HardLink(Ino ino, Ino new_parent, const std::string& new_name) {
 Status Core::Unlink(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
-  if (HiddenFrom(caller, path)) return NotFound(JoinPath(path) + ": no such file");
+  if (HiddenFrom(caller, path, /*creating=*/false)) return NotFound(JoinPath(path) + ": no such file");
   const std::string key = JoinPath(path);
   ProcessId creator;
   {
@@ -1371,6 +1382,7 @@ Status Core::Unlink(const Caller& caller, Ino parent, const std::string& name) {
   Vanished vanished;
   RETURN_IF_ERROR(folder->Remove(Rest(path), &vanished));
   const ProcessId by = automatic ? Who(caller) : ProcessId{};
+  const int pin = automatic ? processes_.Pin(by) : -1;
   const Path dir(path.begin(), path.end() - 1);
   const bool dir_gone = dir.size() > 1 && !StatPath(dir).ok();
   Notes notes;
@@ -1379,7 +1391,8 @@ Status Core::Unlink(const Caller& caller, Ino parent, const std::string& name) {
     Ino ino = table_.Current(parent, name);
     if (automatic) {
       // Still there for everyone else; gone for this process until it creates it again (tar -x).
-      views_.Whiteout(by, key);
+      PruneViews();
+      views_.Whiteout(by, key, pin);
       if (ino != 0) notes.Attributes(ino, false);
     } else {
       DetachWriters(key);
@@ -1404,7 +1417,7 @@ Status Core::Unlink(const Caller& caller, Ino parent, const std::string& name) {
 Status Core::RemoveDir(const Caller& caller, Ino parent, const std::string& name) {
   ASSIGN_OR_RETURN(Path path, ChildPath(parent, name));
   if (options_.read_only) return ReadOnly(JoinPath(path) + ": mounted read-only");
-  if (HiddenFrom(caller, path)) return NotFound(JoinPath(path) + ": no such folder");
+  if (HiddenFrom(caller, path, /*creating=*/false)) return NotFound(JoinPath(path) + ": no such folder");
   std::string key = JoinPath(path);
   {
     std::lock_guard lock(mu_);
@@ -1445,7 +1458,7 @@ Status Core::Rename(const Caller& caller, Ino parent, const std::string& name, I
   if (from[0] != to[0]) return NotSupported("cross-folder rename: " + JoinPath(from));
   const std::string from_key = JoinPath(from), to_key = JoinPath(to);
   if (from_key == to_key) return Status::Ok();
-  if (HiddenFrom(caller, from)) return NotFound(from_key + ": no such file");
+  if (HiddenFrom(caller, from, /*creating=*/false)) return NotFound(from_key + ": no such file");
   ASSIGN_OR_RETURN(Folder * folder, FolderOf(from));
   const bool dst_exists = StatPath(to).ok();
   if ((flags & RENAME_NOREPLACE) && dst_exists) return AlreadyExists(to_key + ": exists");

@@ -84,6 +84,8 @@ struct CoreOptions {
   // Thread id -> process, and whether a process still runs (defaults: /proc).
   ProcessTable::Resolver process_of;
   ProcessTable::Liveness process_alive;
+  // Whether a calling thread is creating a name (default: /proc/<tid>/syscall).
+  ProcessTable::Intent creating;
 };
 
 struct EntryOut {
@@ -221,13 +223,16 @@ class Core {
 
   // ---- processes ----
   ProcessId Who(const Caller& caller);
-  bool HiddenFrom(const Caller& caller, const Path& path);
+  // Whether path is hidden from the caller's process (process_views.h). creating: the request
+  // creates that very name (mknod, mkdir, create, symlink); for a lookup the caller's syscall tells.
+  bool HiddenFrom(const Caller& caller, const Path& path, std::optional<bool> creating = std::nullopt);
   void ViewCreated(const Caller& caller, const Path& path);
   // A retrying open of (parent, name) by this thread gets `writer` (0: the current inode). (mu_)
   void Reserve(pid_t tid, Ino parent, const std::string& name, Ino refused, Ino writer);
   // Whether this open by `tid` of `ino` is the retry that could not look up again. (mu_)
   bool IsFailedRetry(pid_t tid, Ino ino);
   void ExpireReservations();  // (mu_)
+  void PruneViews();          // (mu_) drops the views of processes that ended, once a second at most
 
   // ---- writing ----
   Result<OpenOut> OpenForWrite(const Caller& caller, Ino ino, int flags);

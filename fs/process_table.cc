@@ -1,7 +1,12 @@
 #include "fs/process_table.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdlib>
 #include <cstring>
@@ -25,26 +30,19 @@ std::string ReadProcFile(const std::string& path) {
   return out;
 }
 
-// Field 22 of /proc/<pid>/stat (starttime); 0 when unreadable. The command name (field 2) may hold
-// spaces and parentheses, so fields are counted after its last ')'.
-uint64_t StartTime(pid_t pid) {
-  std::string stat = ReadProcFile("/proc/" + std::to_string(pid) + "/stat");
-  size_t close_paren = stat.rfind(')');
-  if (close_paren == std::string::npos) return 0;
-  const char* p = stat.c_str() + close_paren + 1;
-  // After ')' come field 3 (state) ... field 22 (starttime): skip 19 fields.
-  for (int field = 3; field < 22; ++field) {
-    while (*p == ' ') ++p;
-    while (*p != ' ' && *p != '\0') ++p;
-  }
-  return strtoull(p, nullptr, 10);
-}
-
 }  // namespace
+
+bool AliveByPin(const ProcessId& p, int pin) {
+  if (pin >= 0) {
+    pollfd pfd{pin, POLLIN, 0};
+    return poll(&pfd, 1, 0) == 0;  // a pidfd becomes readable when its process has ended
+  }
+  return p.known() && (kill(p.tgid, 0) == 0 || errno == EPERM);
+}
 
 ProcessTable::ProcessTable(Resolver resolver, Liveness liveness)
     : resolver_(resolver ? std::move(resolver) : Resolver(&ProcessTable::FromProc)),
-      liveness_(liveness ? std::move(liveness) : Liveness(&ProcessTable::AliveInProc)) {}
+      liveness_(liveness ? std::move(liveness) : Liveness(&AliveByPin)) {}
 
 ProcessId ProcessTable::FromProc(pid_t tid) {
   ProcessId id;
@@ -55,14 +53,56 @@ ProcessId ProcessTable::FromProc(pid_t tid) {
   pid_t tgid = static_cast<pid_t>(strtol(status.c_str() + at + 6, nullptr, 10));
   if (tgid <= 0) return id;
   id.tgid = tgid;
-  id.start = StartTime(tgid);
   return id;
 }
 
-bool ProcessTable::AliveInProc(const ProcessId& p) {
-  if (!p.known()) return false;
-  uint64_t start = StartTime(p.tgid);
-  return start != 0 && start == p.start;
+bool ProcessTable::CreatingFromProc(pid_t tid) {
+  if (tid <= 0) return false;
+  std::string text = ReadProcFile("/proc/" + std::to_string(tid) + "/syscall");
+  // "<nr> <arg1> <arg2> ... <sp> <pc>", args in hex; "running" or "-1 ..." when not in a syscall.
+  char* end = nullptr;
+  long nr = strtol(text.c_str(), &end, 10);
+  if (end == text.c_str()) return false;
+  unsigned long long args[6] = {};
+  const char* p = end;
+  for (auto& a : args) {
+    a = strtoull(p, &end, 16);
+    if (end == p) break;
+    p = end;
+  }
+  auto exclusive = [](unsigned long long flags) { return (flags & O_CREAT) && (flags & O_EXCL); };
+  switch (nr) {
+#ifdef SYS_mkdir
+    case SYS_mkdir:
+#endif
+#ifdef SYS_mknod
+    case SYS_mknod:
+#endif
+#ifdef SYS_symlink
+    case SYS_symlink:
+#endif
+#ifdef SYS_link
+    case SYS_link:
+#endif
+    case SYS_mkdirat:
+    case SYS_mknodat:
+    case SYS_symlinkat:
+    case SYS_linkat:
+      return true;
+#ifdef SYS_open
+    case SYS_open:
+      return exclusive(args[1]);
+#endif
+    case SYS_openat:
+      return exclusive(args[2]);
+    default:
+      return false;
+  }
+}
+
+int ProcessTable::Pin(const ProcessId& p) {
+  if (!p.known()) return -1;
+  return static_cast<int>(syscall(SYS_pidfd_open, p.tgid, 0));
 }
 
 ProcessId ProcessTable::Of(pid_t tid) {
@@ -80,6 +120,6 @@ ProcessId ProcessTable::Of(pid_t tid) {
   return id;
 }
 
-bool ProcessTable::Alive(const ProcessId& p) { return liveness_(p); }
+bool ProcessTable::Alive(const ProcessId& p, int pin) { return liveness_(p, pin); }
 
 }  // namespace modelfs::fs

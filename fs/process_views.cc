@@ -11,25 +11,35 @@ bool Below(const std::string& path, const std::string& root) {
 
 }  // namespace
 
-bool ProcessViews::Hidden(const ProcessId& p, const std::string& path) const {
+ProcessViews::Hiding ProcessViews::Hidden(const ProcessId& p, const std::string& path) const {
   auto it = views_.find(p);
-  if (it == views_.end()) return false;
+  if (it == views_.end()) return Hiding::kNone;
   const View& v = it->second;
-  if (v.whiteouts.count(path)) return true;
-  if (v.created.count(path)) return false;
+  if (v.whiteouts.count(path)) return Hiding::kWhiteout;
+  if (v.created.count(path)) return Hiding::kNone;
   for (const std::string& root : v.roots) {
-    if (Below(path, root)) return true;
+    if (Below(path, root)) return Hiding::kBelowRoot;
   }
-  return false;
+  return Hiding::kNone;
 }
 
-void ProcessViews::HideBelow(const ProcessId& p, const std::string& root) {
-  if (p.known()) views_[p].roots.insert(root);
-}
-
-void ProcessViews::Whiteout(const ProcessId& p, const std::string& path) {
-  if (!p.known()) return;
+ProcessViews::View& ProcessViews::ViewOf(const ProcessId& p, int pin) {
+  ScopedFd owned(pin);
   View& v = views_[p];
+  if (!v.pin.valid()) v.pin = std::move(owned);
+  return v;
+}
+
+void ProcessViews::HideBelow(const ProcessId& p, const std::string& root, int pin) {
+  ScopedFd owned(pin);
+  if (!p.known()) return;  // (closes it)
+  ViewOf(p, owned.release()).roots.insert(root);
+}
+
+void ProcessViews::Whiteout(const ProcessId& p, const std::string& path, int pin) {
+  ScopedFd owned(pin);
+  if (!p.known()) return;  // (closes it)
+  View& v = ViewOf(p, owned.release());
   v.whiteouts.insert(path);
   v.created.erase(path);
 }

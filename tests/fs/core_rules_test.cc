@@ -51,8 +51,9 @@ class CoreRules : public ::testing::Test {
     std::vector<std::unique_ptr<Folder>> folders;
     folders.push_back(std::move(folder));
     CoreOptions opts;
-    opts.process_of = [](pid_t tid) { return ProcessId{tid / 100, 1}; };
-    opts.process_alive = [](const ProcessId&) { return true; };
+    opts.process_of = [](pid_t tid) { return ProcessId{tid / 100}; };
+    opts.process_alive = [](const ProcessId&, int) { return true; };
+    opts.creating = [this](pid_t) { return creating_.load(); };
     opts.invalidation_wait = std::chrono::milliseconds(500);
     core_ = std::make_unique<Core>(std::move(folders), opts);
     core_->SetKernelCache(&kernel_);
@@ -121,6 +122,7 @@ class CoreRules : public ::testing::Test {
   }
 
   ::modelfs::testing::TempDir tmp_;
+  std::atomic<bool> creating_{false};  // whether a lookup is part of a mkdir or exclusive create
   FakeFolder* folder_ = nullptr;
   RecordingKernel kernel_;
   std::unique_ptr<Core> core_;
@@ -383,11 +385,16 @@ TEST_F(CoreRules, AProcessThatMadeAFolderSeesOnlyWhatItCreatedInIt) {
   auto made = core_->MakeDir(kA, f, "m");
   ASSERT_TRUE(made.ok());
   const Ino m = made->attr.st_ino;
-  // The store put meta and sub/ in it; cp -a (process 1) creates them itself, without looking first.
+  // The store put meta and sub/ in it; cp -a (process 1) creates them itself, without looking
+  // first: its mkdir and exclusive creates must not find them.
+  creating_ = true;
   EXPECT_EQ(ToErrno(core_->Lookup(kA, m, "meta").status()), ENOENT);
   EXPECT_EQ(ToErrno(core_->Lookup(kA, m, "sub").status()), ENOENT);
   EXPECT_TRUE(core_->Lookup(kB, m, "meta").ok()) << "other processes see the store";
   EXPECT_TRUE(core_->Lookup(kB, m, "sub").ok());
+  creating_ = false;
+  EXPECT_TRUE(core_->Lookup(kA, m, "sub").ok()) << "its other requests (a path walk) see the store";
+  creating_ = true;
   auto sub = core_->MakeDir(kA, m, "sub");
   ASSERT_TRUE(sub.ok()) << sub.status().ToString();
   EXPECT_TRUE(core_->Lookup(kA, m, "sub").ok()) << "made by it: it sees it now";
