@@ -364,8 +364,39 @@ Result<EntryOut> Core::Lookup(const Caller& caller, Ino parent, const std::strin
     if (found.status().code() == StatusCode::kInvalidArgument) return NotFound(found.status().message());
     return found.status();
   }
+  // The retry of a read refused with ESTALE: the bytes of the version this lookup returns are taken
+  // now, consistently (Reservation::snapshot), a few times over if commits keep coming.
+  std::shared_ptr<FileContent> snapshot;
+  bool read_retry = false;
+  {
+    std::lock_guard lock(mu_);
+    auto r = reservations_.find(caller.tid);
+    read_retry = !pending && found->type == NodeType::kFile && r != reservations_.end() &&
+                 r->second.writer == 0 && r->second.parent == parent && r->second.name == name;
+  }
+  if (read_retry) {
+    ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
+    for (int attempt = 0; attempt < 8 && !snapshot; ++attempt) {
+      auto before = folder->Stat(Rest(path));
+      if (!before.ok() || before->type != NodeType::kFile) break;
+      auto content = folder->Open(Rest(path));
+      auto after = folder->Stat(Rest(path));
+      if (content.ok() && after.ok() && SameContent(*before, *after) && content->size == after->size) {
+        snapshot = std::make_shared<FileContent>(std::move(*content));
+        ShowDirTime(path, *after);
+        found = *after;
+      }
+    }
+  }
   std::lock_guard lock(mu_);
   Node* n = Remember(parent, name, path, *found, pending);
+  if (snapshot) {
+    auto r = reservations_.find(caller.tid);
+    if (r != reservations_.end()) {
+      r->second.snapshot = std::move(snapshot);
+      r->second.snapshot_ino = n->ino;
+    }
+  }
   return MakeEntry(*n);
 }
 
@@ -620,6 +651,18 @@ Result<OpenOut> Core::OpenForRead(const Caller& caller, Ino ino) {
     h->staging = staging;
     out.direct_io = true;
   } else {
+    {
+      // The retry after ESTALE opens the inode its lookup returned, with that lookup's snapshot.
+      std::lock_guard lock(mu_);
+      auto r = reservations_.find(caller.tid);
+      if (r != reservations_.end() && r->second.snapshot && r->second.snapshot_ino == ino) {
+        h->content = std::move(r->second.snapshot);
+        reservations_.erase(r);
+        out.keep_cache = true;
+        out.fh = AddHandle(std::move(h));
+        return out;
+      }
+    }
     ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));
     // An inode stands for one content version. If the name has moved on (a commit since the kernel
     // looked it up), ESTALE makes the kernel look the path up again and retry once; only when that

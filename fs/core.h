@@ -199,6 +199,10 @@ class Core {
     Ino writer = 0;          // the private inode the retry's lookup gets (0: a read, none)
     bool looked_up = false;  // the retry looked the name up again
     std::chrono::steady_clock::time_point at;
+    // A read's retry: the bytes of the version its lookup returned, taken at the lookup, so that a
+    // commit between the lookup and the open cannot leave the open without its version.
+    std::shared_ptr<FileContent> snapshot;
+    Ino snapshot_ino = 0;
   };
 
   // ---- names and nodes ----

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 bash tools/build.sh
 cd build
-ctest -j"${JOBS:-2}" --output-on-failure --timeout 600
+# Long variants (label "long": more rounds of the same tests) run with `ctest -L long`.
+ctest -j"${JOBS:-2}" --output-on-failure --timeout 600 -LE long
