@@ -67,6 +67,9 @@ Path Child(const Path& parent, const std::string& name) {
 
 Path Rest(const Path& p) { return Path(p.begin() + 1, p.end()); }
 
+// A folder's key in DirTimes; the root's is "/".
+std::string DirTimesKey(const Path& p) { return p.empty() ? "/" : JoinPath(p); }
+
 // A committed file's bytes never change under its inode; a folder's do (its listing).
 bool SameContent(const NodeAttr& a, const NodeAttr& b) {
   return a.type == b.type && (a.type == NodeType::kDir || a.version == b.version);
@@ -149,6 +152,9 @@ Core::Core(std::vector<std::unique_ptr<Folder>> folders, CoreOptions options)
       invalidations_(std::make_unique<InvalidationQueue>(nullptr)) {
   if (options_.root_mtime) start_time_ = *options_.root_mtime;
   table_.Find(kRootIno)->attr.mtime = start_time_;
+  // The top folders' inode numbers follow their listing order, whatever is looked up first: cp -a
+  // copies a folder's entries in inode order, and restores need models/neurons before synapses/.
+  for (auto& f : folders_) table_.NumberDir({std::string(f->name())});
   auto times = DirTimes::Open(options_.dir_times_file);
   if (!times.ok()) {
     LogError(options_.dir_times_file + ": " + times.status().message() +
@@ -207,14 +213,17 @@ bool Core::SeesPending(const Caller* viewer, const ProcessId& creator) {
 
 void Core::ShowDirTime(const Path& path, NodeAttr& attr) {
   if (attr.type != NodeType::kDir) return;
-  attr.mtime = dir_times_->Shown(JoinPath(path), attr.mtime, [&] { return NamesIn(path); });
+  attr.mtime = dir_times_->Shown(DirTimesKey(path), attr.mtime, [&] { return NamesIn(path); });
 }
 
 Result<uint64_t> Core::NamesIn(const Path& path) {
   ASSIGN_OR_RETURN(auto entries, ListEntries(path));
   std::vector<std::string> names;
   names.reserve(entries.size());
-  for (auto& e : entries) names.push_back(std::move(e.first));
+  for (auto& e : entries) {
+    // Temporary files (rsync's .name.XXXXXX on its way in) are not the folder's content.
+    if (!IsTemporaryName(e.first)) names.push_back(std::move(e.first));
+  }
   return DirTimes::NamesHash(std::move(names));
 }
 
@@ -1275,7 +1284,7 @@ Result<AttrOut> Core::SetAttr(const Caller& caller, Ino ino, const SetAttrIn& in
       ASSIGN_OR_RETURN(NodeAttr own, OwnStat(path, nullptr, nullptr));
       if (NanosFromTimespec(own.mtime) != NanosFromTimespec(*in.mtime)) {
         ASSIGN_OR_RETURN(uint64_t names, NamesIn(path));
-        RETURN_IF_ERROR(dir_times_->Set(JoinPath(path), own.mtime, *in.mtime, names));
+        RETURN_IF_ERROR(dir_times_->Set(DirTimesKey(path), own.mtime, *in.mtime, names));
       }
     } else if (kind == NodeKind::kStored && path.size() > 1) {
       ASSIGN_OR_RETURN(Folder * folder, FolderOf(path));

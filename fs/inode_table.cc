@@ -14,6 +14,11 @@ InodeTable::InodeTable() {
   nodes_[kRootIno] = std::move(root);
 }
 
+void InodeTable::NumberDir(const Path& path) {
+  Ino& number = dir_numbers_[JoinPath(path)];
+  if (number == 0) number = next_ino_++;
+}
+
 Node* InodeTable::Find(Ino ino) {
   auto it = nodes_.find(ino);
   return it == nodes_.end() ? nullptr : it->second.get();

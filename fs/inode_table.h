@@ -69,6 +69,8 @@ class InodeTable {
   // Stored files attached below top-level folder `top`.
   std::vector<Ino> StoredFilesIn(const std::string& top) const;
   size_t size() const { return nodes_.size(); }
+  // Gives folder `path` its inode number now (before anything looks it up).
+  void NumberDir(const Path& path);
 
  private:
   std::unordered_map<Ino, std::unique_ptr<Node>> nodes_;

@@ -247,10 +247,11 @@ Status ModelsFolder::Remove(const Path& p, Vanished* vanished) {
     return store_->SetMeta(id, "");
   }
   if (p.size() == 3 && p[1] == "layers") {
+    // layers/<n> is the newest of history/<n> (IsAutomatic): removing it changes nothing, so that
+    // tar -x, which unlinks what exists before it writes it again, keeps the history it restored.
+    // A layer goes with its versions: rm -r history/<n>.
     ASSIGN_OR_RETURN(int64_t layer, ParseNumber(p[2], "layer number"));
-    RETURN_IF_ERROR(store_->DeleteLayer(id, layer));
-    vanished->push_back({p[0], "history", p[2]});
-    return Status::Ok();
+    return store_->NewestVersion(id, layer).status();
   }
   if (p.size() == 4 && p[1] == "history") {
     ASSIGN_OR_RETURN(int64_t layer, ParseNumber(p[2], "layer number"));

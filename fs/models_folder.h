@@ -29,8 +29,10 @@ class ModelsFolder : public Folder {
   Status RemoveDir(const Path& p, Vanished* vanished) override;
   Result<std::vector<std::pair<std::string, std::string>>> Xattrs(const Path& p) override;
   Status Sync() override { return store_->Sync(); }
-  // meta stays while its model exists (rm clears it).
-  bool IsAutomatic(const Path& p) const override { return p.size() == 2 && p[1] == "meta"; }
+  // meta stays while its model exists (rm clears it); layers/<n> while history/<n> has a version.
+  bool IsAutomatic(const Path& p) const override {
+    return (p.size() == 2 && p[1] == "meta") || (p.size() == 3 && p[1] == "layers");
+  }
   // A new model shows meta, layers/ and history/ at once (hidden from its maker: see ProcessViews).
   bool MakeDirFillsIt(const Path& p) const override { return p.size() == 1; }
 

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace modelfs::fs {
@@ -92,7 +93,16 @@ std::string StripDotSlash(std::string t) {
 }  // namespace
 
 WeightsFolder::WeightsFolder(std::unique_ptr<weights::WeightStore> store, std::string cache_dir)
-    : store_(std::move(store)), cache_(std::move(cache_dir), 4), changed_ns_(NowNs()) {}
+    : store_(std::move(store)), cache_(std::move(cache_dir), 4), changed_ns_(0) {
+  // The folder's time until something changes: its newest entry's, the same at every mount (a time
+  // of "now" would look like a change to rsync, and drop a time it set: dir_times.h).
+  int64_t newest = 0;
+  for (const std::string& hash : store_->List()) {
+    if (auto m = store_->GetMetadata(hash); m.ok()) newest = std::max(newest, m->mtime_ns);
+  }
+  for (const auto& n : store_->ListNames()) newest = std::max(newest, n.mtime_ns);
+  changed_ns_.store(newest);
+}
 
 void WeightsFolder::Touch() { changed_ns_.store(NowNs()); }
 

@@ -592,7 +592,13 @@ Status ModelStore::SetMeta(int64_t model_id, std::string_view meta,
   {
     ASSIGN_OR_RETURN(std::string current, impl_->MetaLocked(model_id));
     // Equal bytes are not a change: meta_time is the file's mtime, which tools like rsync compare.
-    if (current == meta) return Status::Ok();
+    // Equal bytes given with another time (rsync restoring only the time) take that time.
+    if (current == meta) {
+      if (!time_us) return Status::Ok();
+      RETURN_IF_ERROR(
+          db.Run("UPDATE model SET meta_time=?1 WHERE model_id=?2", *time_us, model_id).status());
+      return txn.Commit();
+    }
   }
   // Without a given time, meta_time moves strictly forward so that a change is always a new mtime.
   int64_t now = NowMicros();

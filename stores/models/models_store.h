@@ -101,8 +101,8 @@ class ModelStore {
   Result<ModelInfo> GetModel(int64_t model_id);  // NotFound
   Result<std::string> ReadMeta(int64_t model_id);  // NotFound
   // Replaces the metadata (it is not versioned). NotFound; TooLarge above kMaxMetaBytes. Bytes equal
-  // to the current metadata change nothing (meta_time_us stays). time_us, when given, becomes
-  // meta_time_us (restores keep the original time); otherwise NowMicros().
+  // to the current metadata change nothing but meta_time_us, to time_us when given. time_us, when
+  // given, becomes meta_time_us (restores keep the original time); otherwise NowMicros().
   Status SetMeta(int64_t model_id, std::string_view meta,
                  std::optional<int64_t> time_us = std::nullopt);
   static constexpr uint64_t kMaxMetaBytes = 64ull << 20;

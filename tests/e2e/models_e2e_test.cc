@@ -104,7 +104,10 @@ TEST_F(ModelsE2E, CachedListingsFollowSideEffects) {
   EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n");
   Ok("head -c 10 /dev/urandom > " + M() + "/models/2/layers/8");
   EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n8\n") << "history/ gained folder 8";
+  // layers/8 is the newest of history/8: rm of it changes nothing; the layer goes with its history.
   Ok("rm " + M() + "/models/2/layers/8");
+  EXPECT_EQ(Ok("ls " + M() + "/models/2/layers"), "0\n8\n");
+  Ok("rm -r " + M() + "/models/2/history/8");
   EXPECT_EQ(Ok("ls " + M() + "/models/2/history"), "0\n");
   EXPECT_EQ(Ok("ls " + M() + "/models/2/layers"), "0\n");
   std::string newest = Ok("ls " + M() + "/models/2/history/0 | tail -1");

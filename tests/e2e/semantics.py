@@ -67,6 +67,7 @@ def exists(path):
 # ---- targets -------------------------------------------------------------------------------------
 
 class Target:
+    new_names = False   # any new name may be created (flock(1) makes an empty one)
     rewritable = True   # a stored file can be written again with other bytes
     appendable = False  # bytes appended to valid bytes stay valid (in whole `unit`s)
     unit = 1
@@ -104,6 +105,8 @@ class Target:
 class LayerTarget(Target):
     rel = "models/1/layers/7"
     appendable = True
+    automatic = True  # the newest of history/7: rm of it changes nothing
+    new_names = True
 
     def fresh_rel(self, tag):
         return "models/1/layers/%d" % (100 + sum(map(ord, tag)) % 900)
@@ -136,6 +139,7 @@ class MetaTarget(Target):
 
 class SeriesTarget(Target):
     rel = "timeseries/s"
+    new_names = True
     appendable = True
     unit = 16
 
@@ -518,7 +522,7 @@ def case_removed_while_open(t):
 
 def case_create_read_only(t):
     """open(O_CREAT|O_RDONLY) (as flock(1) does) creates a file that is stored."""
-    if not t.empty_ok or not t.rewritable or t.automatic:
+    if not t.new_names:
         return
     n = fresh(t, "lock")
     sh("flock '%s' true" % n.path())
