@@ -180,12 +180,16 @@ Result<std::vector<DirEntry>> WeightsFolder::List(const Path& dir) {
     return NotADirectory(Where(dir) + ": not a folder");
   }
   std::vector<DirEntry> out;
-  for (const std::string& hash : store_->List()) {
+  // A failing index is an error of the listing, never an empty folder.
+  ASSIGN_OR_RETURN(std::vector<std::string> hashes, store_->Hashes());
+  for (const std::string& hash : hashes) {
     auto m = store_->GetMetadata(hash);
-    if (!m.ok()) continue;  // deleted meanwhile
+    if (!m.ok() && m.status().code() == StatusCode::kNotFound) continue;  // deleted meanwhile
+    if (!m.ok()) return m.status();
     out.push_back({hash, TensorFile(*m)});
   }
-  for (const auto& n : store_->ListNames()) out.push_back({n.name, LinkAttr(n.hash, n.mtime_ns)});
+  ASSIGN_OR_RETURN(std::vector<weights::WeightStore::NameInfo> names, store_->Names());
+  for (const auto& n : names) out.push_back({n.name, LinkAttr(n.hash, n.mtime_ns)});
   std::lock_guard lock(mu_);
   for (const auto& [name, l] : dangling_) out.push_back({name, LinkAttr(l.hash, l.mtime_ns)});
   return out;

@@ -1967,10 +1967,14 @@ Status WeightStore::Delete(std::string_view hash) {
   return impl_->Delete(hash, /*only_if_unnamed=*/false).status();
 }
 
-std::vector<std::string> WeightStore::List() {
+Result<std::vector<std::string>> WeightStore::Hashes() {
   std::lock_guard lock(impl_->mu_);
-  if (!impl_->CheckOpenLocked().ok()) return {};
-  Result<std::vector<std::string>> hashes = impl_->index_.ListHashes();
+  RETURN_IF_ERROR(impl_->CheckOpenLocked());
+  return impl_->index_.ListHashes();
+}
+
+std::vector<std::string> WeightStore::List() {
+  Result<std::vector<std::string>> hashes = Hashes();
   if (!hashes.ok()) {
     LogWarning("List(): " + hashes.status().ToString());
     return {};
@@ -2135,19 +2139,23 @@ Result<WeightStore::NameInfo> WeightStore::ResolveName(std::string_view name) {
   return NameInfo{row->name, row->hash, row->mtime_ns};
 }
 
-std::vector<WeightStore::NameInfo> WeightStore::ListNames() {
+Result<std::vector<WeightStore::NameInfo>> WeightStore::Names() {
   std::lock_guard lock(impl_->mu_);
-  if (!impl_->CheckOpenLocked().ok()) return {};
-  Result<std::vector<NameRow>> rows = impl_->index_.ListNames();
-  if (!rows.ok()) {
-    LogWarning("ListNames(): " + rows.status().ToString());
+  RETURN_IF_ERROR(impl_->CheckOpenLocked());
+  ASSIGN_OR_RETURN(std::vector<NameRow> rows, impl_->index_.ListNames());
+  std::vector<NameInfo> out;
+  out.reserve(rows.size());
+  for (NameRow& r : rows) out.push_back(NameInfo{std::move(r.name), std::move(r.hash), r.mtime_ns});
+  return out;
+}
+
+std::vector<WeightStore::NameInfo> WeightStore::ListNames() {
+  Result<std::vector<NameInfo>> names = Names();
+  if (!names.ok()) {
+    LogWarning("ListNames(): " + names.status().ToString());
     return {};
   }
-  std::vector<NameInfo> out;
-  out.reserve(rows->size());
-  for (NameRow& r : *rows)
-    out.push_back(NameInfo{std::move(r.name), std::move(r.hash), r.mtime_ns});
-  return out;
+  return std::move(names).value();
 }
 
 Status WeightStore::SetNameMtime(std::string_view name, int64_t mtime_ns) {

@@ -128,8 +128,10 @@ class WeightStore {
   bool Exists(std::string_view hash);
   // Deletes the tensor and its names. NotFound.
   Status Delete(std::string_view hash);
-  // Hashes, ascending.
+  // Hashes, ascending. List() logs a failure and answers empty (for callers that only look);
+  // Hashes() returns it.
   std::vector<std::string> List();
+  Result<std::vector<std::string>> Hashes();
   // NotFound.
   Result<WeightMetadata> GetMetadata(std::string_view hash);
   // Stores each tensor (in parallel: hashing and compression use every worker); results in order.
@@ -170,7 +172,8 @@ class WeightStore {
     int64_t mtime_ns = 0;
   };
   Result<NameInfo> ResolveName(std::string_view name);  // NotFound
-  std::vector<NameInfo> ListNames();                     // ascending name
+  std::vector<NameInfo> ListNames();                     // ascending name (as List())
+  Result<std::vector<NameInfo>> Names();                 // ascending name, or the error
   Status SetNameMtime(std::string_view name, int64_t mtime_ns);  // NotFound
 
   // ---- maintenance ----
